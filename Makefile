@@ -1,0 +1,34 @@
+# leukolens: the two commands a newcomer runs are `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test test-all bench env clean
+
+env: $(STAMP)
+
+# Create the environment with pip when it is missing (torch and torchvision install from this machine's disk).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/leukolens demo --out out/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# All benchmarks, or one: `make bench BENCH=io`.
+BENCH ?= all
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH)
+
+clean:
+	rm -rf out build dist .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from leukolens.cli import main
+
+sys.exit(main())

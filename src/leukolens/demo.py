@@ -1,0 +1,39 @@
+"""The main job on the bundled sample data: read it, validate it, describe it, and draw it."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from leukolens.io import ProblemLog, check_images, read_dataset, sniff_format
+from leukolens.report.overlay import draw_field, save_png
+from leukolens.summary import format_summary, summarize
+
+
+def sample_path(name: str) -> Path:
+    """A bundled sample data set: ``bccd`` (six VOC fields) or ``pbc`` (seven crops with WBCAtt attributes)."""
+    path = Path(str(resources.files("leukolens") / "samples" / name))
+    if not path.is_dir():
+        raise FileNotFoundError(f"no bundled sample {name!r} at {path}")
+    return path
+
+
+SAMPLES = ("bccd", "pbc")
+
+
+def run_demo(out: Path) -> dict[str, Path]:
+    """Validate, describe and draw each bundled sample; returns the folder of drawings per sample."""
+    drawn = {}
+    for name in SAMPLES:
+        path = sample_path(name)
+        log = ProblemLog()
+        format = sniff_format(path)
+        dataset = read_dataset(path, format=format, log=log)
+        check_images(dataset, log=log)
+        print(format_summary(summarize(dataset, log, format=format)))
+        folder = out / name
+        for field in dataset.fields:
+            save_png(draw_field(field, dataset.classes), folder / f"{field.id}.png")
+        print(f"drew {len(dataset):,} fields with their labels to {folder}\n")
+        drawn[name] = folder
+    return drawn

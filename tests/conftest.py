@@ -1,0 +1,27 @@
+"""Shared test fixtures: the real data sets beside the checkout, and small images made on the fly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LEUKOLENS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``: present in CI and on developers' machines, absent in a user's clone."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set LEUKOLENS_SHARED_DATA to run these tests)")
+    return SHARED_DATA
+
+
+def make_image(path: Path, size: tuple[int, int] = (64, 48), colour=(200, 120, 140)) -> Path:
+    """Write a small solid-colour image (JPEG or PNG by suffix) and return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    return path
