@@ -6,7 +6,7 @@ import statistics
 from collections import Counter
 
 from leukolens.io.common import ProblemLog
-from leukolens.records import Dataset, Domain
+from leukolens.records import SPLITS, Dataset, Domain
 
 MAX_LISTED_PROBLEMS = 20
 
@@ -40,7 +40,7 @@ def summarize(dataset: Dataset, log: ProblemLog, *, format: str = "") -> dict:
         "vocabulary": dataset.classes.name,
         "attribute_schema": dataset.schema.name if dataset.schema else None,
         "attributes": {name: dict(sorted(values.items())) for name, values in attributes.items()},
-        "splits": {str(split): len(fields) for split, fields in dataset.splits.items()},
+        "splits": {str(split): len(fields) for split, fields in sorted(dataset.splits.items(), key=_split_order)},
         "image_sizes": {f"{w}x{h}": n for (w, h), n in Counter(f.size for f in dataset.fields).most_common()},
         "domains": {key: values for key, values in domains.items() if values},
         "cells_per_field": {
@@ -70,6 +70,11 @@ def summarize(dataset: Dataset, log: ProblemLog, *, format: str = "") -> dict:
             "label_mismatch": join.label_mismatch,
         }
     return summary
+
+
+def _split_order(item: tuple) -> tuple[int, str]:
+    split = item[0]
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), str(split))
 
 
 def _n(value: int) -> str:

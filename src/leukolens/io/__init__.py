@@ -68,7 +68,7 @@ def sniff_format(path: Path) -> str:
         return "voc"
     if any(path.glob("*.json")) and not (path / "images").is_dir() and not (path / "labels").is_dir():
         return "coco"
-    if any(path.glob("pbc_attr_v1_*.csv")):
+    if any(path.glob("pbc_attr_v1_*.csv")) or (path / "wbcatt.csv").is_file():
         return "wbcatt"
     from leukolens.io.yolo import find_split_folders, sniff_columns
 
