@@ -40,8 +40,7 @@ def machine() -> str:
 
 def write_section(name: str, body: str) -> None:
     text = DOC.read_text() if DOC.exists() else HEADER
-    stamp = (f"Command: `make bench BENCH={name}`. Date: {datetime.date.today().isoformat()}. "
-             f"Machine: {machine()}.\n\n")
+    stamp = f"Command: `make bench BENCH={name}`. Date: {datetime.date.today().isoformat()}. Machine: {machine()}.\n\n"
     section = f"<!-- bench:{name} -->\n{body.splitlines()[0]}\n\n{stamp}" + "\n".join(body.splitlines()[1:]).strip()
     section += f"\n<!-- /bench:{name} -->"
     pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.S)

@@ -63,13 +63,15 @@ def test_strict_stops_at_the_first_error_without_a_traceback(tmp_path, capsys):
 
 
 def test_user_mistakes_get_one_clear_line(tmp_path):
-    missing = subprocess.run([sys.executable, "-m", "leukolens", "data", "info", str(tmp_path / "nope")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "leukolens", "data", "info", str(tmp_path / "nope")], capture_output=True, text=True
+    )
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"leukolens: error: {tmp_path / 'nope'}: no such file or folder"
     (tmp_path / "notes.txt").write_text("hello")
-    odd = subprocess.run([sys.executable, "-m", "leukolens", "data", "info", str(tmp_path / "notes.txt")],
-                         capture_output=True, text=True)
+    odd = subprocess.run(
+        [sys.executable, "-m", "leukolens", "data", "info", str(tmp_path / "notes.txt")], capture_output=True, text=True
+    )
     assert odd.returncode == 2 and "cannot tell the format" in odd.stderr and "Traceback" not in odd.stderr
 
 

@@ -59,7 +59,12 @@ def test_vocabulary_lookups_name_the_vocabulary_on_error():
 
 def test_schemas_have_the_published_attributes():
     assert LLD_SCHEMA.names == (
-        "cell_size", "nuclear_chromatin", "nuclear_shape", "nucleolus", "cytoplasm", "cytoplasmic_basophilia",
+        "cell_size",
+        "nuclear_chromatin",
+        "nuclear_shape",
+        "nucleolus",
+        "cytoplasm",
+        "cytoplasmic_basophilia",
         "cytoplasmic_vacuoles",
     )
     assert len(WBCATT_SCHEMA) == 11
@@ -81,9 +86,16 @@ def test_reserved_values_cannot_be_attribute_values():
 
 
 LYMPHOCYTE = {
-    "cell_size": "small", "cell_shape": "round", "nucleus_shape": "unsegmented-round",
-    "nuclear_cytoplasmic_ratio": "high", "chromatin_density": "densely", "cytoplasm_vacuole": "no",
-    "cytoplasm_texture": "clear", "cytoplasm_colour": "blue", "granule_type": "nil", "granule_colour": "nil",
+    "cell_size": "small",
+    "cell_shape": "round",
+    "nucleus_shape": "unsegmented-round",
+    "nuclear_cytoplasmic_ratio": "high",
+    "chromatin_density": "densely",
+    "cytoplasm_vacuole": "no",
+    "cytoplasm_texture": "clear",
+    "cytoplasm_colour": "blue",
+    "granule_type": "nil",
+    "granule_colour": "nil",
     "granularity": "no",
 }
 
@@ -101,11 +113,22 @@ def test_wbcatt_to_lld_mapping_of_a_lymphocyte():
 
 
 def test_mapping_of_shared_values_and_what_does_not_map():
-    monocyte = dict(LYMPHOCYTE, cell_size="big", nucleus_shape="unsegmented-indented",
-                    nuclear_cytoplasmic_ratio="low", chromatin_density="loosely", cytoplasm_vacuole="yes")
+    monocyte = dict(
+        LYMPHOCYTE,
+        cell_size="big",
+        nucleus_shape="unsegmented-indented",
+        nuclear_cytoplasmic_ratio="low",
+        chromatin_density="loosely",
+        cytoplasm_vacuole="yes",
+    )
     lld = WBCATT_TO_LLD.apply(monocyte)
-    assert (lld["cell_size"], lld["nuclear_shape"], lld["cytoplasm"], lld["nuclear_chromatin"],
-            lld["cytoplasmic_vacuoles"]) == ("large", "irregular", "abundant", "open", "prominent")
+    assert (
+        lld["cell_size"],
+        lld["nuclear_shape"],
+        lld["cytoplasm"],
+        lld["nuclear_chromatin"],
+        lld["cytoplasmic_vacuoles"],
+    ) == ("large", "irregular", "abundant", "open", "prominent")
     # Back to WBCAtt: one-to-one values return, the rest are unknown rather than invented.
     wbcatt = LLD_TO_WBCATT.apply(lld)
     assert wbcatt["nuclear_cytoplasmic_ratio"] == "low" and wbcatt["chromatin_density"] == "loosely"

@@ -68,8 +68,10 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     sound = check_images(dataset, log=log, progress=_progress("decoding images"))
     summary = summarize(dataset, log, format=format)
     summary["sound_images"] = sound
-    print(f"{args.data} ({format}): {len(dataset):,} fields, {summary['cells']:,} cells, {sound:,} images decoded "
-          "without error")
+    print(
+        f"{args.data} ({format}): {len(dataset):,} fields, {summary['cells']:,} cells, {sound:,} images decoded "
+        "without error"
+    )
     print("\n".join(format_problems(summary)))
     if args.json:
         _write_json(args.json, summary)
@@ -80,8 +82,10 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     log = ProblemLog(strict=args.strict)
     dataset, _ = _load(args, log)
     if log.problems:
-        print(f"read with {len(log.problems):,} problems (bad lines skipped; see `leukolens data validate`)",
-              file=sys.stderr)
+        print(
+            f"read with {len(log.problems):,} problems (bad lines skipped; see `leukolens data validate`)",
+            file=sys.stderr,
+        )
     report = write_dataset(dataset, args.out, format=args.to, images=args.images)
     print(report.summary())
     return 0
@@ -99,11 +103,13 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     assignment = assign_splits(dataset, ratios=ratios, seed=args.seed, by=args.by)
     apply_splits(dataset, assignment)
     out = Path(args.out)
-    report = write_dataset(dataset, out, format=args.to or (format if format in WRITE_FORMATS else "coco"),
-                           images=args.images)
+    report = write_dataset(
+        dataset, out, format=args.to or (format if format in WRITE_FORMATS else "coco"), images=args.images
+    )
     lines = ["image,split"] + [f"{name},{split}" for name, split in sorted(assignment.items())]
-    atomic_write_text(out / "splits.csv" if out.suffix != ".json" else out.with_suffix(".splits.csv"),
-                      "\n".join(lines) + "\n")
+    atomic_write_text(
+        out / "splits.csv" if out.suffix != ".json" else out.with_suffix(".splits.csv"), "\n".join(lines) + "\n"
+    )
     counts = {s: list(assignment.values()).count(s) for s in ("train", "val", "test")}
     print(", ".join(f"{s} {n:,}" for s, n in counts.items()) + f" fields (seed {args.seed})")
     print(report.summary())
@@ -166,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(convert)
     convert.add_argument("--to", required=True, choices=WRITE_FORMATS, help="output format")
     convert.add_argument("--out", required=True, help="output folder (or .json file for COCO)")
-    convert.add_argument("--images", choices=("link", "copy", "none"), default="link",
-                         help="how images reach the output: symlink (default), copy, or leave in place")
+    convert.add_argument(
+        "--images",
+        choices=("link", "copy", "none"),
+        default="link",
+        help="how images reach the output: symlink (default), copy, or leave in place",
+    )
     convert.set_defaults(run=cmd_data_convert)
 
     split = data_commands.add_parser("split", help="assign train/val/test by sample, else stratified by class")

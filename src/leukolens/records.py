@@ -21,7 +21,7 @@ import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 NOT_APPLICABLE = "not applicable"
@@ -34,7 +34,7 @@ SPLITS = ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------------------------------------- boxes
-class BoxFormat(str, Enum):
+class BoxFormat(StrEnum):
     """How the four numbers of a box are laid out."""
 
     XYXY = "xyxy"  # x1, y1, x2, y2: corners (Pascal VOC, the annotated regions of LLD)
@@ -178,6 +178,15 @@ PBC_CLASSES = Vocabulary(
 WBCATT_CLASSES = Vocabulary("wbcatt", ("Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"))
 BLOOD_CELLS = Vocabulary("blood-cells", ("WBC", "RBC", "Platelets"))
 """BCCD's and TXL-PBC's three detection classes."""
+VOCABULARIES = {v.name: v for v in (BLOOD_CELLS, LLD_CLASSES, PBC_CLASSES, WBCATT_CLASSES)}
+
+
+def known_vocabulary(names: tuple[str, ...], name: str) -> Vocabulary:
+    """The shipped vocabulary with exactly these class names, else a new one called ``name``."""
+    for vocabulary in VOCABULARIES.values():
+        if vocabulary.names == tuple(names):
+            return vocabulary
+    return Vocabulary(name, tuple(names))
 
 
 # ------------------------------------------------------------------------------------------------------ attributes
@@ -375,8 +384,14 @@ WBCATT_TO_LLD = SchemaMapping(
         ),
         AttributeMapping("cytoplasm_vacuole", "cytoplasmic_vacuoles", (("yes", "prominent"), ("no", "absent"))),
     ),
-    unmapped_source=("cell_shape", "cytoplasm_texture", "cytoplasm_colour", "granule_type", "granule_colour",
-                     "granularity"),
+    unmapped_source=(
+        "cell_shape",
+        "cytoplasm_texture",
+        "cytoplasm_colour",
+        "granule_type",
+        "granule_colour",
+        "granularity",
+    ),
     unmapped_target=("nucleolus", "cytoplasmic_basophilia"),
 )
 """WBCAtt to LLD. Not mapped: WBCAtt's cell shape, cytoplasm texture and colour and the three granule attributes
@@ -404,8 +419,14 @@ LLD_TO_WBCATT = SchemaMapping(
         AttributeMapping("cytoplasmic_vacuoles", "cytoplasm_vacuole", (("prominent", "yes"), ("absent", "no"))),
     ),
     unmapped_source=("nucleolus", "cytoplasmic_basophilia"),
-    unmapped_target=("cell_shape", "cytoplasm_texture", "cytoplasm_colour", "granule_type", "granule_colour",
-                     "granularity"),
+    unmapped_target=(
+        "cell_shape",
+        "cytoplasm_texture",
+        "cytoplasm_colour",
+        "granule_type",
+        "granule_colour",
+        "granularity",
+    ),
 )
 """LLD to WBCAtt: the inverse of :data:`WBCATT_TO_LLD` where it is one-to-one; see the notes for what is lost."""
 

@@ -53,12 +53,11 @@ def summarize(dataset: Dataset, log: ProblemLog, *, format: str = "") -> dict:
         "annotated_regions": {
             "fields_with_regions": len(with_regions),
             "mean_annotated_fraction": round(statistics.fmean(f.annotated_fraction() for f in with_regions), 4)
-            if with_regions else None,
+            if with_regions
+            else None,
         },
         "problems": dict(sorted(log.counts().items())),
-        "problem_list": [
-            {"path": p.path, "line": p.line, "kind": p.kind, "message": p.message} for p in log.problems
-        ],
+        "problem_list": [{"path": p.path, "line": p.line, "kind": p.kind, "message": p.message} for p in log.problems],
     }
     join = dataset.extras.get("wbcatt")
     if join is not None:
@@ -83,8 +82,10 @@ def _n(value: int) -> str:
 
 def format_summary(summary: dict) -> str:
     """The summary as the text ``leukolens data info`` prints."""
-    lines = [f"data set {summary['name']!r} ({summary['format']}): {_n(summary['fields'])} fields, "
-             f"{_n(summary['cells'])} cells"]
+    lines = [
+        f"data set {summary['name']!r} ({summary['format']}): {_n(summary['fields'])} fields, "
+        f"{_n(summary['cells'])} cells"
+    ]
     if any(split != "None" for split in summary["splits"]):
         lines.append("splits: " + ", ".join(f"{s} {_n(n)}" for s, n in summary["splits"].items()))
     lines.append(f"classes ({summary['vocabulary']}):")
@@ -96,23 +97,29 @@ def format_summary(summary: dict) -> str:
             line += f"  ({_n(total)} in the label files; {_n(counts['skipped'])} skipped for problems)"
         lines.append(line)
     per_field = summary["cells_per_field"]
-    lines.append(f"cells per field: min {per_field['min']}, median {per_field['median']}, mean {per_field['mean']}, "
-                 f"max {per_field['max']}; {_n(per_field['empty_fields'])} fields without cells")
+    lines.append(
+        f"cells per field: min {per_field['min']}, median {per_field['median']}, mean {per_field['mean']}, "
+        f"max {per_field['max']}; {_n(per_field['empty_fields'])} fields without cells"
+    )
     lines.append("image sizes: " + ", ".join(f"{size} ({_n(n)})" for size, n in summary["image_sizes"].items()))
     for key, values in summary["domains"].items():
         lines.append(f"{key}: " + ", ".join(f"{v} ({_n(n)})" for v, n in sorted(values.items())))
     regions = summary["annotated_regions"]
     if regions["fields_with_regions"]:
-        lines.append(f"annotated regions: {_n(regions['fields_with_regions'])} sparsely annotated fields, "
-                     f"mean annotated fraction {regions['mean_annotated_fraction']:.3f}")
+        lines.append(
+            f"annotated regions: {_n(regions['fields_with_regions'])} sparsely annotated fields, "
+            f"mean annotated fraction {regions['mean_annotated_fraction']:.3f}"
+        )
     if summary["attributes"]:
         lines.append(f"attributes ({summary['attribute_schema']}):")
         for name, values in summary["attributes"].items():
             lines.append(f"  {name}: " + ", ".join(f"{v} {_n(n)}" for v, n in values.items()))
     if "wbcatt" in summary:
         join = summary["wbcatt"]
-        lines.append(f"WBCAtt: {_n(join['rows'])} CSV rows, {_n(join['matched'])} found their image, "
-                     f"{_n(join['unmatched'])} did not; {_n(join['fields_without_row'])} images have no row")
+        lines.append(
+            f"WBCAtt: {_n(join['rows'])} CSV rows, {_n(join['matched'])} found their image, "
+            f"{_n(join['unmatched'])} did not; {_n(join['fields_without_row'])} images have no row"
+        )
     lines.extend(format_problems(summary))
     return "\n".join(lines)
 
@@ -121,8 +128,9 @@ def format_problems(summary: dict) -> list[str]:
     problems = summary["problems"]
     if not problems:
         return ["problems: none"]
-    lines = [f"problems: {_n(sum(problems.values()))} ("
-             + ", ".join(f"{kind} {_n(n)}" for kind, n in problems.items()) + ")"]
+    lines = [
+        f"problems: {_n(sum(problems.values()))} (" + ", ".join(f"{kind} {_n(n)}" for kind, n in problems.items()) + ")"
+    ]
     listed = summary["problem_list"][:MAX_LISTED_PROBLEMS]
     for p in listed:
         where = f"{p['path']}:{p['line']}" if p["line"] is not None else p["path"]

@@ -41,14 +41,27 @@ def _spec() -> dict:
         # Out of id order in the file, and "Monocyte" has no box: both must survive.
         "categories": [{"id": 3, "name": "Monocyte"}, {"id": 1, "name": "Myeloblast"}, {"id": 2, "name": "Lymphocyte"}],
         "images": [
-            {"id": 10, "file_name": "images/a.jpg", "width": 64, "height": 48, "split": "train",
-             "domain": {"source": "LLD", "microscope": "cheap", "magnification": "100x"},
-             "annotated_regions": [[0, 0, 32, 48]]},
+            {
+                "id": 10,
+                "file_name": "images/a.jpg",
+                "width": 64,
+                "height": 48,
+                "split": "train",
+                "domain": {"source": "LLD", "microscope": "cheap", "magnification": "100x"},
+                "annotated_regions": [[0, 0, 32, 48]],
+            },
             {"id": 11, "file_name": "images/b.jpg", "width": 64, "height": 48, "split": "test"},
         ],
         "annotations": [
-            {"id": 1, "image_id": 10, "category_id": 2, "bbox": [20, 10, 10.5, 8], "area": 84, "iscrowd": 0,
-             "attributes": {"cell_size": "small", "Chromation": "coarse", "nuclear_shape": NOT_APPLICABLE}},
+            {
+                "id": 1,
+                "image_id": 10,
+                "category_id": 2,
+                "bbox": [20, 10, 10.5, 8],
+                "area": 84,
+                "iscrowd": 0,
+                "attributes": {"cell_size": "small", "Chromation": "coarse", "nuclear_shape": NOT_APPLICABLE},
+            },
             {"id": 2, "image_id": 10, "category_id": 1, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0},
         ],
     }
@@ -98,12 +111,35 @@ def test_lld_coco_variant_with_top_level_codes(coco_dir):
         "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
         "categories": [{"id": 0, "name": "None"}, {"id": 1, "name": "Myeloblast"}],
         "annotations": [
-            {"id": 5, "image_id": 1, "category_id": 1, "bbox": [2, 3, 20, 30], "area": 600, "iscrowd": 0,
-             "cell_size": 2, "nuclear_chromatio": 0, "nuclear_shape": 1, "nucleolus": 1, "cytoplasm": 0,
-             "cytoplasmic_basophilia": 2, "cytoplasmic_vacuoles": 0},
-            {"id": 6, "image_id": 1, "category_id": 0, "bbox": [30, 3, 20, 30], "area": 600, "iscrowd": 0,
-             "nuclear_chromatio": 1, "nuclear_shape": 2, "nucleolus": 0, "cytoplasm": 1,
-             "cytoplasmic_basophilia": 0, "cytoplasmic_vacuoles": 1},
+            {
+                "id": 5,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [2, 3, 20, 30],
+                "area": 600,
+                "iscrowd": 0,
+                "cell_size": 2,
+                "nuclear_chromatio": 0,
+                "nuclear_shape": 1,
+                "nucleolus": 1,
+                "cytoplasm": 0,
+                "cytoplasmic_basophilia": 2,
+                "cytoplasmic_vacuoles": 0,
+            },
+            {
+                "id": 6,
+                "image_id": 1,
+                "category_id": 0,
+                "bbox": [30, 3, 20, 30],
+                "area": 600,
+                "iscrowd": 0,
+                "nuclear_chromatio": 1,
+                "nuclear_shape": 2,
+                "nucleolus": 0,
+                "cytoplasm": 1,
+                "cytoplasmic_basophilia": 0,
+                "cytoplasmic_vacuoles": 1,
+            },
         ],
     }
     log = ProblemLog()
@@ -114,13 +150,22 @@ def test_lld_coco_variant_with_top_level_codes(coco_dir):
     assert dataset.classes.names == ("None", "Myeloblast") and dataset.classes.name == "lld"
     myeloblast, other = dataset.fields[0].cells
     assert myeloblast.attributes == {
-        "cell_size": "large", "nuclear_chromatin": "open", "nuclear_shape": "irregular", "nucleolus": "prominent",
-        "cytoplasm": "scanty", "cytoplasmic_basophilia": NOT_APPLICABLE, "cytoplasmic_vacuoles": "absent",
+        "cell_size": "large",
+        "nuclear_chromatin": "open",
+        "nuclear_shape": "irregular",
+        "nucleolus": "prominent",
+        "cytoplasm": "scanty",
+        "cytoplasmic_basophilia": NOT_APPLICABLE,
+        "cytoplasmic_vacuoles": "absent",
     }
     # No cell_size key: the cell has six attributes, and cell size is not invented.
     assert other.attributes == {
-        "nuclear_chromatin": "coarse", "nuclear_shape": NOT_APPLICABLE, "nucleolus": "inconspicuous",
-        "cytoplasm": "abundant", "cytoplasmic_basophilia": "slight", "cytoplasmic_vacuoles": "prominent",
+        "nuclear_chromatin": "coarse",
+        "nuclear_shape": NOT_APPLICABLE,
+        "nucleolus": "inconspicuous",
+        "cytoplasm": "abundant",
+        "cytoplasmic_basophilia": "slight",
+        "cytoplasmic_vacuoles": "prominent",
     }
 
 
@@ -136,10 +181,14 @@ def test_schema_guessed_from_wbcatt_attribute_names(coco_dir):
 
 def test_image_root_and_size_from_the_image_header(tmp_path):
     make_image(tmp_path / "pictures" / "c.png", (30, 20))
-    spec = {"images": [{"id": 1, "file_name": "c.png"}], "categories": [{"id": 1, "name": "WBC"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 30, 20]}]}
-    dataset = read_coco(_write_json(tmp_path / "json" / "c.json", spec), log=ProblemLog(),
-                        image_root=tmp_path / "pictures")
+    spec = {
+        "images": [{"id": 1, "file_name": "c.png"}],
+        "categories": [{"id": 1, "name": "WBC"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 30, 20]}],
+    }
+    dataset = read_coco(
+        _write_json(tmp_path / "json" / "c.json", spec), log=ProblemLog(), image_root=tmp_path / "pictures"
+    )
     assert dataset.fields[0].image == tmp_path / "pictures" / "c.png"
     assert dataset.fields[0].size == (30, 20)
     assert dataset.schema is None and dataset.fields[0].cells[0].attributes == {}
@@ -184,19 +233,30 @@ BROKEN = [
     # cell (None when no single cell is skipped)
     (_orphan, "orphan-annotation", "annotation id 2: no image has id 99", 1, "Myeloblast"),
     (_unknown_class, "unknown-class", "annotation id 2 (image 'a.jpg'): category_id 7", 1, None),
-    (_zero_width, "box-range", "annotation id 2 (image 'a.jpg'): box [1, 1, 0, 10] has non-positive width", 1,
-     "Myeloblast"),
+    (
+        _zero_width,
+        "box-range",
+        "annotation id 2 (image 'a.jpg'): box [1, 1, 0, 10] has non-positive width",
+        1,
+        "Myeloblast",
+    ),
     (_outside, "box-range", "box [60, 1, 10, 10] reaches outside the 64x48 image", 1, "Myeloblast"),
     (_bad_attribute, "attribute-value", "nucleolus value 'huge'", 2, None),  # the cell stays, without it
     (_region_outside, "region-range", "image id 10 ('images/a.jpg'): annotated region [0, 0, 100, 48]", 2, None),
     (_duplicate_id, "duplicate", "annotation id 2 (image 'a.jpg'): annotation id repeats", 2, "Myeloblast"),
-    (_missing_image, "missing-image", "image id 11 ('images/gone.jpg'): image file not found; its 1 annotation is skipped", 2,
-     None),
+    (
+        _missing_image,
+        "missing-image",
+        "image id 11 ('images/gone.jpg'): image file not found; its 1 annotation is skipped",
+        2,
+        None,
+    ),
 ]
 
 
-@pytest.mark.parametrize("break_it, kind, message, cells_in_a, label", BROKEN,
-                         ids=[b[0].__name__.strip("_") for b in BROKEN])
+@pytest.mark.parametrize(
+    "break_it, kind, message, cells_in_a, label", BROKEN, ids=[b[0].__name__.strip("_") for b in BROKEN]
+)
 def test_broken_item_is_logged_and_skipped(coco_dir, break_it, kind, message, cells_in_a, label):
     spec = copy.deepcopy(_spec())
     break_it(spec)
@@ -251,8 +311,11 @@ def _dataset(root: Path) -> Dataset:
     a = make_image(root / "src" / "a.jpg", (64, 48))
     b = make_image(root / "src" / "b.png", (40, 30))
     cells = [
-        Cell(Box((0.5, 0.5, 0.25, 0.5), BoxFormat.CXCYWH, normalized=True), "Myeloblast",
-             {"cell_size": "large", "nucleolus": NOT_APPLICABLE, "cytoplasm": UNKNOWN}),
+        Cell(
+            Box((0.5, 0.5, 0.25, 0.5), BoxFormat.CXCYWH, normalized=True),
+            "Myeloblast",
+            {"cell_size": "large", "nucleolus": NOT_APPLICABLE, "cytoplasm": UNKNOWN},
+        ),
         Cell(Box((1.25, 2, 9.75, 13.5), BoxFormat.XYXY), "Lymphocyte"),
     ]
     return Dataset(
@@ -273,8 +336,11 @@ def test_write_then_read_loses_nothing(tmp_path):
     assert (report.fields, report.cells, report.files, dict(report.dropped)) == (2, 2, 1, {})
     spec = json.loads(report.path.read_text(encoding="utf-8"))
     assert spec["info"] == {"description": "everything", "leukolens_vocabulary": "mine", "attribute_schema": "lld"}
-    assert spec["categories"] == [{"id": 1, "name": "Lymphocyte"}, {"id": 2, "name": "Unused"},
-                                  {"id": 3, "name": "Myeloblast"}]
+    assert spec["categories"] == [
+        {"id": 1, "name": "Lymphocyte"},
+        {"id": 2, "name": "Unused"},
+        {"id": 3, "name": "Myeloblast"},
+    ]
     first = spec["annotations"][0]
     assert (first["bbox"], first["area"], first["iscrowd"], first["category_id"]) == ([24, 12, 16, 24], 384, 0, 3)
     assert first["attributes"] == {"cell_size": "large", "nucleolus": "not applicable", "cytoplasm": "unknown"}

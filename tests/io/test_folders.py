@@ -36,8 +36,23 @@ def test_real_munich_has_15_classes_of_10(shared_data: Path):
     log = ProblemLog(strict=True)
     dataset = read_folders(shared_data / "munich_aml_sample", log=log)
     assert len(dataset) == 150
-    assert dataset.classes.names == ("BAS", "EBO", "EOS", "KSC", "LYA", "LYT", "MMZ", "MOB", "MON", "MYB", "MYO",
-                                     "NGB", "NGS", "PMB", "PMO")
+    assert dataset.classes.names == (
+        "BAS",
+        "EBO",
+        "EOS",
+        "KSC",
+        "LYA",
+        "LYT",
+        "MMZ",
+        "MOB",
+        "MON",
+        "MYB",
+        "MYO",
+        "NGB",
+        "NGS",
+        "PMB",
+        "PMO",
+    )
     assert dataset.class_counts() == Counter({name: 10 for name in dataset.classes.names})
     assert Counter(f.size for f in dataset.fields) == {(360, 360): 100, (400, 400): 50}
     for f in dataset.fields:
@@ -216,7 +231,9 @@ def test_crops_have_the_size_and_pixels_of_their_boxes(tmp_path: Path):
     again = read_folders(out, log=ProblemLog(strict=True))
     assert again.classes.names == ("Blast", "Lymphocyte", "Monocyte")
     assert sorted((f.split, f.cells[0].label, f.size) for f in again.fields) == [
-        ("train", "Blast", (30, 20)), ("train", "Lymphocyte", (20, 40))]
+        ("train", "Blast", (30, 20)),
+        ("train", "Lymphocyte", (20, 40)),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -227,8 +244,9 @@ def test_crops_have_the_size_and_pixels_of_their_boxes(tmp_path: Path):
         (Box((10.4, 10.6, 19.2, 20.0)), 0.0, (10, 10)),  # fractional edges round outwards
     ],
 )
-def test_padding_is_a_fraction_of_the_box_clipped_to_the_image(tmp_path: Path, box: Box, padding: float,
-                                                               size: tuple[int, int]):
+def test_padding_is_a_fraction_of_the_box_clipped_to_the_image(
+    tmp_path: Path, box: Box, padding: float, size: tuple[int, int]
+):
     image = make_image(tmp_path / "f.png", (100, 80))
     dataset = Dataset([Field(image, 100, 80, [Cell(box, "Blast")])], Vocabulary("v", ("Blast",)))
     write_folders(dataset, tmp_path / "out", padding=padding)
@@ -273,10 +291,13 @@ def test_what_cannot_be_cut_is_counted(tmp_path: Path):
     }
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"images": "none"}, "use link or copy"),
-    ({"padding": -0.1}, "0 or more"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"images": "none"}, "use link or copy"),
+        ({"padding": -0.1}, "0 or more"),
+    ],
+)
 def test_bad_options_are_refused(tmp_path: Path, options: dict, message: str):
     with pytest.raises(LeukolensError, match=message):
         write_folders(Dataset([], Vocabulary("v", ())), tmp_path / "out", **options)

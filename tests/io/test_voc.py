@@ -81,19 +81,30 @@ def _object(name: str, box: tuple, attributes: dict | None = None) -> str:
     xml += "".join(f"<{k}>{v}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
     xml += "</bndbox>"
     if attributes:
-        xml += "<attributes>" + "".join(
-            f"<attribute><name>{n}</name><value>{v}</value></attribute>" for n, v in attributes.items()
-        ) + "</attributes>"
+        xml += (
+            "<attributes>"
+            + "".join(f"<attribute><name>{n}</name><value>{v}</value></attribute>" for n, v in attributes.items())
+            + "</attributes>"
+        )
     return xml + "</object>\n"
 
 
-def _voc(root: Path, objects: str, *, stem: str = "f1", size: str = "<width>64</width><height>48</height>",
-         database: str = "Unknown", image: bool = True) -> Path:
+def _voc(
+    root: Path,
+    objects: str,
+    *,
+    stem: str = "f1",
+    size: str = "<width>64</width><height>48</height>",
+    database: str = "Unknown",
+    image: bool = True,
+) -> Path:
     """A one-image VOC set; each object on its own line so that problems have a line to point at."""
     if image:
         make_image(root / "JPEGImages" / f"{stem}.jpg", (64, 48))
-    xml = (f"<annotation>\n<filename>{stem}.jpg</filename>\n<source><database>{database}</database></source>\n"
-           f"<size>{size}<depth>3</depth></size>\n{objects}</annotation>\n")
+    xml = (
+        f"<annotation>\n<filename>{stem}.jpg</filename>\n<source><database>{database}</database></source>\n"
+        f"<size>{size}<depth>3</depth></size>\n{objects}</annotation>\n"
+    )
     path = root / "Annotations" / f"{stem}.xml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(xml, encoding="utf-8")
@@ -119,8 +130,12 @@ def test_plain_voc_without_side_file(tmp_path):
 def test_cvat_attributes_with_the_side_file(tmp_path):
     objects = _object("WBC", (1, 1, 20, 20), {"Chromation": "open", "nucleolus": NOT_APPLICABLE})
     _voc(tmp_path, objects, size="<width>0</width><height>0</height>")  # labelImg's "size unknown"
-    side = {"vocabulary": "blood-cells", "attribute_schema": "lld", "domains": {"f1": {"stain": "Giemsa"}},
-            "regions": {"f1": [[0, 0, 32, 48]]}}
+    side = {
+        "vocabulary": "blood-cells",
+        "attribute_schema": "lld",
+        "domains": {"f1": {"stain": "Giemsa"}},
+        "regions": {"f1": [[0, 0, 32, 48]]},
+    }
     (tmp_path / "leukolens.json").write_text(json.dumps(side))
     log = ProblemLog()
     dataset = read_voc(tmp_path, log=log)
@@ -136,13 +151,18 @@ def test_write_then_read_loses_nothing(tmp_path):
     a = make_image(tmp_path / "src" / "a.jpg", (64, 48))
     b = make_image(tmp_path / "src" / "b.png", (40, 30))
     cells = [
-        Cell(Box((0.5, 0.5, 0.25, 0.5), BoxFormat.CXCYWH, normalized=True), "Myeloblast",
-             {"cell_size": "large", "nucleolus": NOT_APPLICABLE, "cytoplasm": UNKNOWN}),
+        Cell(
+            Box((0.5, 0.5, 0.25, 0.5), BoxFormat.CXCYWH, normalized=True),
+            "Myeloblast",
+            {"cell_size": "large", "nucleolus": NOT_APPLICABLE, "cytoplasm": UNKNOWN},
+        ),
         Cell(Box((1.25, 2, 8.5, 11.5), BoxFormat.XYWH), "Lymphocyte & co"),  # XML escaping
     ]
     dataset = Dataset(
-        [Field(a, 64, 48, cells, [Box((0, 0, 32.5, 48))], Domain(source="LLD", camera="phone"), "holdout"),
-         Field(b, 40, 30, [], [], Domain(), "train")],
+        [
+            Field(a, 64, 48, cells, [Box((0, 0, 32.5, 48))], Domain(source="LLD", camera="phone"), "holdout"),
+            Field(b, 40, 30, [], [], Domain(), "train"),
+        ],
         Vocabulary("mine", ("Myeloblast", "Unused", "Lymphocyte & co")),
         LLD_SCHEMA,
         name="everything",
@@ -177,8 +197,12 @@ BROKEN = [
     # kind, the bad object, what the message says, the class of the skipped cell (None: the cell is kept)
     ("box-range", _object("RBC", (20, 5, 20, 9)), "RBC box (20, 5, 20, 9) has xmax <= xmin", "RBC"),
     ("box-range", _object("RBC", (10, 5, 66, 9)), "RBC box (10, 5, 66, 9) reaches outside the 64x48 image", "RBC"),
-    ("unknown-class", _object("Erythroblast", (1, 1, 5, 5)), "class 'Erythroblast' is not in vocabulary",
-     "Erythroblast"),
+    (
+        "unknown-class",
+        _object("Erythroblast", (1, 1, 5, 5)),
+        "class 'Erythroblast' is not in vocabulary",
+        "Erythroblast",
+    ),
     ("duplicate", _object("WBC", (1, 1, 20, 20)), "WBC box (1, 1, 20, 20) repeats the object at line 5", "WBC"),
     ("attribute-value", _object("RBC", (1, 1, 5, 5), {"nucleolus": "huge"}), "nucleolus value 'huge'", None),
 ]
@@ -223,7 +247,8 @@ def test_split_lists_checked_against_the_annotations(tmp_path):
     log = ProblemLog()
     dataset = read_voc(tmp_path, log=log)
     assert [(p.kind, Path(p.path).name, p.line) for p in log.problems] == [
-        ("missing-annotation", "train.txt", 2), ("duplicate", "val.txt", 1)
+        ("missing-annotation", "train.txt", 2),
+        ("duplicate", "val.txt", 1),
     ]
     assert "'f1' is already in split 'train' (train.txt:1)" in log.problems[1].message
     assert {f.id: f.split for f in dataset.fields} == {"f1": "train", "f2": None}

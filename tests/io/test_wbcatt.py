@@ -60,9 +60,14 @@ def pbc_like(tmp_path: Path) -> Path:
     make_image(tmp_path / "train" / "images" / "BNE_1.jpg", (360, 363))
     make_image(tmp_path / "train" / "images" / "LY_2.jpg", (360, 363))
     make_image(tmp_path / "val" / "images" / "BA_3.jpg", (300, 320))
-    write_csv(tmp_path / "wbcatt" / "pbc_attr_v1_train.csv",
-              [row("BNE_1.jpg", "Neutrophil", NEUTROPHIL), row("LY_2.jpg", "Lymphocyte", LYMPHOCYTE),
-               row("LY_404.jpg", "Lymphocyte", LYMPHOCYTE)])
+    write_csv(
+        tmp_path / "wbcatt" / "pbc_attr_v1_train.csv",
+        [
+            row("BNE_1.jpg", "Neutrophil", NEUTROPHIL),
+            row("LY_2.jpg", "Lymphocyte", LYMPHOCYTE),
+            row("LY_404.jpg", "Lymphocyte", LYMPHOCYTE),
+        ],
+    )
     write_csv(tmp_path / "wbcatt" / "pbc_attr_v1_val.csv", [row("BA_3.jpg", "Basophil", BASOPHIL)])
     return tmp_path / "wbcatt"
 
@@ -126,8 +131,10 @@ def test_index_images_searches_recursively_and_skips_other_files(tmp_path: Path)
 
 def test_folder_reading_leaves_out_the_reannotation(pbc_like: Path):
     # A second annotator disagrees on BNE_1.jpg: the main annotation must not change.
-    reannotation = write_csv(pbc_like / "re-annotation_pbc_attr_reannotations.csv",
-                             [row("BNE_1.jpg", "Neutrophil", NEUTROPHIL.replace("big,round", "small,irregular"))])
+    reannotation = write_csv(
+        pbc_like / "re-annotation_pbc_attr_reannotations.csv",
+        [row("BNE_1.jpg", "Neutrophil", NEUTROPHIL.replace("big,round", "small,irregular"))],
+    )
     assert csv_files(pbc_like) == [pbc_like / "pbc_attr_v1_train.csv", pbc_like / "pbc_attr_v1_val.csv"]
     dataset = read_wbcatt(pbc_like, log=ProblemLog())
     neutrophil = next(f for f in dataset.fields if Path(f.image).name == "BNE_1.jpg")
@@ -231,7 +238,6 @@ def test_unreadable_image_header_is_logged(tmp_path: Path):
     assert problem.kind == "bad-image" and problem.path.endswith("BNE_1.jpg")
 
 
-
 def test_a_row_after_a_multi_line_cell_keeps_its_own_line_number(tmp_path: Path):
     spanning = row("BNE_1.jpg", "Neutrophil", NEUTROPHIL).replace(",PBC_dataset", ',"two\nlines/PBC_dataset') + '"'
     csv_path = write_csv(tmp_path / "a.csv", [spanning, row("BNE_1.jpg", "Neutrophil", NEUTROPHIL)])
@@ -258,12 +264,15 @@ def test_attach_wbcatt_sets_attributes_and_reports_every_mismatch(tmp_path: Path
         pbc_field(images / "LY_2.jpg", "Lymphocyte", cells=2),
     ]
     dataset = Dataset(fields, PBC_CLASSES, name="pbc")
-    csv_path = write_csv(tmp_path / "pbc_attr_v1_train.csv", [
-        row("BNE_1.jpg", "Neutrophil", NEUTROPHIL),
-        row("BA_3.jpg", "Basophil", BASOPHIL),
-        row("MO_404.jpg", "Monocyte", LYMPHOCYTE),
-        row("LY_2.jpg", "Lymphocyte", LYMPHOCYTE),
-    ])
+    csv_path = write_csv(
+        tmp_path / "pbc_attr_v1_train.csv",
+        [
+            row("BNE_1.jpg", "Neutrophil", NEUTROPHIL),
+            row("BA_3.jpg", "Basophil", BASOPHIL),
+            row("MO_404.jpg", "Monocyte", LYMPHOCYTE),
+            row("LY_2.jpg", "Lymphocyte", LYMPHOCYTE),
+        ],
+    )
 
     log = ProblemLog()
     join = attach_wbcatt(dataset, [csv_path], log=log)
@@ -275,15 +284,24 @@ def test_attach_wbcatt_sets_attributes_and_reports_every_mismatch(tmp_path: Path
     assert join.fields_missing_row == [fields[2]]
     assert [r.img_name for r, _ in join.label_mismatch_rows] == ["BA_3.jpg"]
     assert [r.img_name for r, _ in join.not_single_cell_rows] == ["LY_2.jpg"]
-    assert (join.rows, join.matched, join.unmatched, join.fields_without_row, join.label_mismatch,
-            join.not_single_cell) == (4, 2, 1, 1, 1, 1)
+    assert (
+        join.rows,
+        join.matched,
+        join.unmatched,
+        join.fields_without_row,
+        join.label_mismatch,
+        join.not_single_cell,
+    ) == (4, 2, 1, 1, 1, 1)
     # Attributes land on the cell; its class and box are the data set's, untouched.
     assert fields[0].cells[0].attributes == attributes_of(NEUTROPHIL)
     assert fields[1].cells[0].label == "Eosinophil" and fields[1].cells[0].attributes == attributes_of(BASOPHIL)
     assert fields[1].cells[0].box.format is BoxFormat.CXCYWH
     assert fields[2].cells[0].attributes == {} and all(c.attributes == {} for c in fields[3].cells)
     assert [(p.kind, p.line) for p in log.problems] == [
-        ("wbcatt-label-mismatch", 3), ("wbcatt-missing-image", 4), ("wbcatt-cell-count", 5)]
+        ("wbcatt-label-mismatch", 3),
+        ("wbcatt-missing-image", 4),
+        ("wbcatt-cell-count", 5),
+    ]
     missing = log.of_kind("wbcatt-missing-image")[0]
     assert missing.message == "row for 'MO_404.jpg' names an image that is not in the data set"
 
@@ -299,8 +317,9 @@ def test_attach_wbcatt_refuses_to_mix_schemas(tmp_path: Path):
 def test_write_then_read_gives_the_same_records(pbc_like: Path, tmp_path: Path):
     dataset = read_wbcatt(pbc_like, log=ProblemLog())
     unsplit = make_image(tmp_path / "out" / "pics" / "EO_7.png", (50, 40))  # inside out: a relative path column
-    dataset.fields.append(Field(unsplit, 50, 40, [Cell(whole_image_box((50, 40)), "Eosinophil",
-                                                        attributes_of(BASOPHIL))]))
+    dataset.fields.append(
+        Field(unsplit, 50, 40, [Cell(whole_image_box((50, 40)), "Eosinophil", attributes_of(BASOPHIL))])
+    )
     out = tmp_path / "out"
     report = write_wbcatt(dataset, out)
 
@@ -351,8 +370,15 @@ def test_write_reports_what_wbcatt_cannot_hold(tmp_path: Path):
 
 def test_lld_attributes_never_fill_all_eleven(tmp_path: Path):
     image = make_image(tmp_path / "a.jpg")
-    lld = {"cell_size": "large", "nuclear_chromatin": "open", "nuclear_shape": "regular", "nucleolus": "prominent",
-           "cytoplasm": "scanty", "cytoplasmic_basophilia": "moderate", "cytoplasmic_vacuoles": "absent"}
+    lld = {
+        "cell_size": "large",
+        "nuclear_chromatin": "open",
+        "nuclear_shape": "regular",
+        "nucleolus": "prominent",
+        "cytoplasm": "scanty",
+        "cytoplasmic_basophilia": "moderate",
+        "cytoplasmic_vacuoles": "absent",
+    }
     field = Field(image, 64, 48, [Cell(whole_image_box((64, 48)), "Lymphocyte", lld)])
     report = write_wbcatt(Dataset([field], WBCATT_CLASSES, LLD_SCHEMA), tmp_path / "out")
     assert report.fields == 0

@@ -73,16 +73,22 @@ def test_lld_twelve_columns_decode_attributes(tmp_path):
     first, second = dataset.fields[0].cells
     assert first.label == "Myeloblast" and second.label == "Lymphocyte"
     assert first.attributes == {
-        "cell_size": "large", "nuclear_chromatin": "open", "nuclear_shape": "irregular", "nucleolus": "prominent",
-        "cytoplasm": "scanty", "cytoplasmic_basophilia": "moderate", "cytoplasmic_vacuoles": NOT_APPLICABLE,
+        "cell_size": "large",
+        "nuclear_chromatin": "open",
+        "nuclear_shape": "irregular",
+        "nucleolus": "prominent",
+        "cytoplasm": "scanty",
+        "cytoplasmic_basophilia": "moderate",
+        "cytoplasmic_vacuoles": NOT_APPLICABLE,
     }
     assert first.box.pixels_xyxy((200, 100)) == pytest.approx((80, 30, 120, 70))
     assert dataset.fields[0].fully_annotated
 
 
 def test_lld_sixteen_columns_carry_the_annotated_region(tmp_path):
-    root = _lld_folder(tmp_path, "3 0.25 0.25 0.1 0.2 10 5 90 60 1 1 0 0 1 0 0\n"
-                                 "12 0.3 0.4 0.1 0.2 10 5 90 60 1 1 1 0 1 0 0\n")
+    root = _lld_folder(
+        tmp_path, "3 0.25 0.25 0.1 0.2 10 5 90 60 1 1 0 0 1 0 0\n12 0.3 0.4 0.1 0.2 10 5 90 60 1 1 1 0 1 0 0\n"
+    )
     field = read_dataset(root).fields[0]
     assert len(field.cells) == 2
     assert field.regions == [Box((10, 5, 90, 60), BoxFormat.XYXY, normalized=False)]
@@ -108,8 +114,9 @@ def test_lld_round_trip_is_lossless(tmp_path):
 def test_plain_yolo_round_trip_and_what_it_drops(tmp_path):
     make_image(tmp_path / "a.jpg", (200, 100))
     cell = Cell(Box((20, 10, 60, 50)), "Myeloblast", {"cell_size": "large"})
-    dataset = Dataset([Field(tmp_path / "a.jpg", 200, 100, [cell], [Box((0, 0, 100, 100))], split="train")],
-                      LLD_CLASSES, LLD_SCHEMA)
+    dataset = Dataset(
+        [Field(tmp_path / "a.jpg", 200, 100, [cell], [Box((0, 0, 100, 100))], split="train")], LLD_CLASSES, LLD_SCHEMA
+    )
     report = write_yolo(dataset, tmp_path / "yolo")
     assert report.dropped["cell attributes"] == 1
     assert report.dropped["annotated regions (fields then read as fully annotated)"] == 1
@@ -122,12 +129,20 @@ def test_plain_yolo_round_trip_and_what_it_drops(tmp_path):
 
 def test_lld_writer_maps_wbcatt_and_says_what_it_cannot_hold(tmp_path):
     make_image(tmp_path / "c.jpg", (100, 100))
-    wbcatt = {"cell_size": "small", "chromatin_density": "densely", "nuclear_cytoplasmic_ratio": "high",
-              "nucleus_shape": "unsegmented-round", "cytoplasm_vacuole": "no"}
+    wbcatt = {
+        "cell_size": "small",
+        "chromatin_density": "densely",
+        "nuclear_cytoplasmic_ratio": "high",
+        "nucleus_shape": "unsegmented-round",
+        "cytoplasm_vacuole": "no",
+    }
     from leukolens.records import PBC_CLASSES, WBCATT_SCHEMA
 
-    dataset = Dataset([Field(tmp_path / "c.jpg", 100, 100, [Cell(Box((0, 0, 100, 100)), "Lymphocyte", wbcatt)])],
-                      PBC_CLASSES, WBCATT_SCHEMA)
+    dataset = Dataset(
+        [Field(tmp_path / "c.jpg", 100, 100, [Cell(Box((0, 0, 100, 100)), "Lymphocyte", wbcatt)])],
+        PBC_CLASSES,
+        WBCATT_SCHEMA,
+    )
     report = write_lld(dataset, tmp_path / "lld")
     assert any("no LLD counterpart" in what for what in report.dropped)
     assert any("'unknown' attribute values" in what for what in report.dropped)  # nucleolus, basophilia

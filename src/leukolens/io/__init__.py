@@ -1,4 +1,4 @@
-"""Readers and writers for the label formats of this field, behind two calls: :func:`read_dataset`, :func:`write_dataset`.
+"""Readers and writers for the label formats of this field, behind :func:`read_dataset` and :func:`write_dataset`.
 
 Formats: ``lld`` (LeukemiaAttri / LLD, 12 and 16 columns), ``yolo`` (plain), ``coco`` (with per-box attributes,
 annotated regions and domain metadata), ``voc`` (Pascal VOC, as BCCD), ``wbcatt`` (WBCAtt CSV joined to images by
@@ -26,7 +26,13 @@ READ_FORMATS = ("lld", "yolo", "coco", "voc", "wbcatt", "folders")
 WRITE_FORMATS = ("coco", "lld", "yolo", "voc", "wbcatt", "folders")
 
 # TXL-PBC merges four sources; the image size tells them apart (a few PBC crops are 366x369).
-TXL_PBC_SOURCES = {(640, 480): "BCCD", (416, 416): "BCDD", (360, 363): "PBC", (366, 369): "PBC", (575, 575): "Raabin-WBC"}
+TXL_PBC_SOURCES = {
+    (640, 480): "BCCD",
+    (416, 416): "BCDD",
+    (360, 363): "PBC",
+    (366, 369): "PBC",
+    (575, 575): "Raabin-WBC",
+}
 PBC_DOMAIN = Domain(source="PBC", microscope="CellaVision DM96", stain="May-Grunwald-Giemsa")
 
 
@@ -78,7 +84,9 @@ def sniff_format(path: Path) -> str:
         subfolders = [p for p in path.iterdir() if p.is_dir()]
         if subfolders and any(_has_images(p) or any(q.is_dir() for q in p.iterdir()) for p in subfolders):
             return "folders"
-        raise LeukolensError(f"{path}: no data set format recognised; pass --format ({', '.join(READ_FORMATS)})")
+        raise LeukolensError(
+            f"{path}: no data set format recognised; pass --format ({', '.join(READ_FORMATS)})"
+        ) from None
     columns = sniff_columns(path)
     return "lld" if columns in (12, 16) else "yolo"
 

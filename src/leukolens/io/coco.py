@@ -23,11 +23,11 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
 
+from leukolens.io.attributes import AttributeProblem, guess_schema, named_attribute
 from leukolens.io.common import (
     InputError,
     Problem,
@@ -35,18 +35,14 @@ from leukolens.io.common import (
     WriteReport,
     atomic_write_text,
     image_size,
+    json_number,
+    outside_image,
     place_image,
 )
 from leukolens.records import (
-    BLOOD_CELLS,
-    LLD_CLASSES,
-    LLD_NOT_APPLICABLE_CODE,
     LLD_SCHEMA,
-    NOT_APPLICABLE,
-    PBC_CLASSES,
     SCHEMAS,
-    WBCATT_CLASSES,
-    WBCATT_SCHEMA,
+    VOCABULARIES,
     AttributeSchema,
     Box,
     BoxFormat,
@@ -58,88 +54,18 @@ from leukolens.records import (
 )
 
 DEFAULT_JSON_NAME = "annotations.json"
-KNOWN_VOCABULARIES = {v.name: v for v in (LLD_CLASSES, PBC_CLASSES, WBCATT_CLASSES, BLOOD_CELLS)}
-BORDER_TOLERANCE = 1.0
-"""Pixels a box or region may reach past the image border (annotation tools round edges outwards)."""
 
 # Keys of a COCO annotation that are never attribute codes, whatever the schema's aliases say.
 _COCO_ANNOTATION_KEYS = frozenset(
     {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation", "attributes", "score", "keypoints"}
 )
-_LLD_SIZE = "cell_size"  # the one LLD attribute whose code 2 is a value ("large"), not "not applicable"
-
-
-# ------------------------------------------------------------------------------------------------------ attributes
-class AttributeProblem(ValueError):
-    """An attribute name or value that the schema does not know."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-
-
-def guess_schema(attribute_names: Iterable[str]) -> AttributeSchema | None:
-    """The shipped schema that knows every one of these attribute names (LLD first), or None.
-
-    Args:
-        attribute_names: attribute names as spelled in a file (aliases allowed).
-    """
-    names = set(attribute_names)
-    if not names:
-        return None
-    for schema in (LLD_SCHEMA, WBCATT_SCHEMA):
-        if all(schema.canonical_name(n) in schema.names for n in names):
-            return schema
-    return None
-
-
-def named_attribute(schema: AttributeSchema | None, name: str, value: object) -> tuple[str, str]:
-    """An attribute as (canonical name, value name), checked against ``schema``.
-
-    Without a schema the pair is kept as written (there is nothing to check it against). LLD integer codes are
-    decoded when the schema is LLD's.
-
-    Raises:
-        AttributeProblem: the schema has no such attribute ("attribute-name") or value ("attribute-value").
-    """
-    if schema is None:
-        return str(name), str(value)
-    canonical = schema.canonical_name(str(name))
-    if canonical not in schema.names:
-        raise AttributeProblem("attribute-name", f"attribute {name!r} is not in schema {schema.name!r} "
-                                                 f"({', '.join(schema.names)})")
-    attribute = schema[canonical]
-    if schema is LLD_SCHEMA and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return canonical, decode_lld_code(canonical, value)
-    text = str(value).strip()
-    for candidate in (text, text.lower()):
-        if attribute.accepts(candidate):
-            return canonical, candidate
-    raise AttributeProblem("attribute-value", f"{canonical} value {value!r} is not one of "
-                                              f"{', '.join(attribute.values)} (or {NOT_APPLICABLE!r})")
-
-
-def decode_lld_code(name: str, code: float) -> str:
-    """The value name of an LLD attribute code (code 2 is "not applicable" except for cell size).
-
-    Raises:
-        AttributeProblem: the code is not one LLD uses for this attribute.
-    """
-    values = LLD_SCHEMA[name].values
-    if math.isfinite(code) and code == int(code):
-        code = int(code)
-        if 0 <= code < len(values):
-            return values[code]
-        if name != _LLD_SIZE and code == LLD_NOT_APPLICABLE_CODE:
-            return NOT_APPLICABLE
-    top = len(values) - 1 if name == _LLD_SIZE else LLD_NOT_APPLICABLE_CODE
-    raise AttributeProblem("attribute-value", f"{name} code {code!r} is not in 0..{top}")
 
 
 def _lld_code_keys(annotation: dict) -> list[str]:
     """Top-level keys of an annotation that are LLD attribute codes (the LLD COCO variant)."""
     return [
-        key for key in annotation
+        key
+        for key in annotation
         if key not in _COCO_ANNOTATION_KEYS and LLD_SCHEMA.canonical_name(key) in LLD_SCHEMA.names
     ]
 
@@ -152,8 +78,12 @@ def _choose_schema(info: dict, annotations: list, path: Path, log: ProblemLog) -
             return None
         if isinstance(name, str) and name in SCHEMAS:
             return SCHEMAS[name]
-        log.add(path, None, "unknown-schema",
-                f"info.attribute_schema {name!r} is not a known schema ({', '.join(SCHEMAS)}); guessing from the keys")
+        log.add(
+            path,
+            None,
+            "unknown-schema",
+            f"info.attribute_schema {name!r} is not a known schema ({', '.join(SCHEMAS)}); guessing from the keys",
+        )
     records = [a for a in annotations if isinstance(a, dict)]
     if any(_lld_code_keys(a) for a in records):
         return LLD_SCHEMA
@@ -177,8 +107,9 @@ def _load_json(path: Path) -> dict:
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as error:
-        raise InputError(Problem(str(path), error.lineno, "bad-json",
-                                 f"not valid JSON: {error.msg} (column {error.colno})")) from None
+        raise InputError(
+            Problem(str(path), error.lineno, "bad-json", f"not valid JSON: {error.msg} (column {error.colno})")
+        ) from None
     if not isinstance(spec, dict) or not isinstance(spec.get("images"), list):
         raise InputError(Problem(str(path), None, "bad-coco", "not a COCO file: no 'images' list at the top level"))
     return spec
@@ -203,7 +134,7 @@ def _read_categories(spec: dict, info: dict, path: Path, log: ProblemLog) -> tup
     names = tuple(names_by_id.values())
     declared = info.get("leukolens_vocabulary")
     declared = declared if isinstance(declared, str) and declared else None
-    known = KNOWN_VOCABULARIES.get(declared) if declared else None
+    known = VOCABULARIES.get(declared) if declared else None
     if known is not None and known.names == names:
         return known, names_by_id
     # A vocabulary of one's own keeps its declared name; a known name with other classes would be a lie.
@@ -247,12 +178,6 @@ def _numbers(value: object) -> tuple[float, float, float, float] | None:
     return tuple(float(v) for v in value)
 
 
-def _outside(x1: float, y1: float, x2: float, y2: float, size: tuple[int, int]) -> bool:
-    w, h = size
-    t = BORDER_TOLERANCE
-    return x1 < -t or y1 < -t or x2 > w + t or y2 > h + t
-
-
 def _read_regions(image: dict, size: tuple[int, int], where: str, path: Path, log: ProblemLog) -> list[Box]:
     regions = []
     for raw in image.get("annotated_regions") or []:
@@ -261,9 +186,13 @@ def _read_regions(image: dict, size: tuple[int, int], where: str, path: Path, lo
             log.add(path, None, "bad-entry", f"{where}: annotated region {raw!r} is not four numbers")
             continue
         x1, y1, x2, y2 = values
-        if x2 <= x1 or y2 <= y1 or _outside(x1, y1, x2, y2, size):
-            log.add(path, None, "region-range",
-                    f"{where}: annotated region {raw} is empty or not inside the {size[0]}x{size[1]} image")
+        if x2 <= x1 or y2 <= y1 or outside_image(x1, y1, x2, y2, size):
+            log.add(
+                path,
+                None,
+                "region-range",
+                f"{where}: annotated region {raw} is empty or not inside the {size[0]}x{size[1]} image",
+            )
             continue
         regions.append(Box(values, BoxFormat.XYXY, normalized=False))
     return regions
@@ -320,12 +249,18 @@ def _read_box(
     x, y, w, h = values
     if w <= 0 or h <= 0:
         which = "width" if w <= 0 else "height"
-        log.add(path, None, "box-range", f"{where}: box {list(annotation['bbox'])} has non-positive {which}",
-                label=label)
+        log.add(
+            path, None, "box-range", f"{where}: box {list(annotation['bbox'])} has non-positive {which}", label=label
+        )
         return None
-    if _outside(x, y, x + w, y + h, size):
-        log.add(path, None, "box-range",
-                f"{where}: box {list(annotation['bbox'])} reaches outside the {size[0]}x{size[1]} image", label=label)
+    if outside_image(x, y, x + w, y + h, size):
+        log.add(
+            path,
+            None,
+            "box-range",
+            f"{where}: box {list(annotation['bbox'])} reaches outside the {size[0]}x{size[1]} image",
+            label=label,
+        )
         return None
     return Box(values, BoxFormat.XYWH, normalized=False)
 
@@ -376,9 +311,13 @@ class _Annotations:
             return
         field, where = found
         if label is None:
-            self.log.add(self.path, None, "unknown-class",
-                         f"{where}: category_id {category_id!r} is not a category "
-                         f"({', '.join(f'{i} {n}' for i, n in self.names_by_id.items())})")
+            self.log.add(
+                self.path,
+                None,
+                "unknown-class",
+                f"{where}: category_id {category_id!r} is not a category "
+                f"({', '.join(f'{i} {n}' for i, n in self.names_by_id.items())})",
+            )
             return
         box = _read_box(annotation, field.size, label, where, self.path, self.log)
         if box is not None:
@@ -399,8 +338,13 @@ class _Annotations:
         where = f"{where} (image {Path(field.image).name!r})"
         if _is_id(annotation_id):
             if annotation_id in self.seen_ids:
-                self.log.add(self.path, None, "duplicate",
-                             f"{where}: annotation id repeats an earlier one; the first is kept", label=label)
+                self.log.add(
+                    self.path,
+                    None,
+                    "duplicate",
+                    f"{where}: annotation id repeats an earlier one; the first is kept",
+                    label=label,
+                )
                 return None
             self.seen_ids.add(annotation_id)
         return field, where
@@ -457,11 +401,6 @@ def coco_json_path(out: Path) -> Path:
     if out.suffix.lower() == ".json" and not out.is_dir():
         return out
     return out / DEFAULT_JSON_NAME
-
-
-def json_number(value: float) -> int | float:
-    """A number for JSON: integral values as integers (what COCO tools expect), others as exact floats."""
-    return int(value) if math.isfinite(value) and value == int(value) and abs(value) < 1e15 else value
 
 
 def _file_name(image: Path, folder: Path) -> str:

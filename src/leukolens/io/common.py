@@ -114,11 +114,26 @@ def place_image(source: str | Path, target: str | Path, mode: str) -> Path:
     return target
 
 
+BORDER_TOLERANCE = 1.0
+"""Pixels a box or region may reach past the image border (annotation tools round edges outwards; VOC corners are
+1-based, so ``xmax`` equal to the width is common)."""
+
+
+def outside_image(x1: float, y1: float, x2: float, y2: float, size: tuple[int, int]) -> bool:
+    """Whether pixel corners reach past the image by more than :data:`BORDER_TOLERANCE`."""
+    width, height = size
+    t = BORDER_TOLERANCE
+    return x1 < -t or y1 < -t or x2 > width + t or y2 > height + t
+
+
+def json_number(value: float) -> int | float:
+    """A number for JSON: integral values as integers (what COCO tools expect), others as exact floats."""
+    return int(value) if math.isfinite(value) and value == int(value) and abs(value) < 1e15 else value
+
+
 def format_number(value: float) -> str:
     """The shortest text that reads back as the same float; integral values without a decimal point."""
-    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
+    return str(json_number(float(value)))
 
 
 @dataclass

@@ -62,9 +62,14 @@ def read_folders(root: Path, *, log: ProblemLog, vocabulary: Vocabulary | None =
     for split, folders in class_folders.items():
         for folder in folders:
             if folder.name not in vocabulary:
-                log.add(folder, None, "unknown-class",
-                        f"class folder {folder.name!r} is not in vocabulary {vocabulary.name!r} "
-                        f"({', '.join(vocabulary.names)}); its images are skipped", label=folder.name)
+                log.add(
+                    folder,
+                    None,
+                    "unknown-class",
+                    f"class folder {folder.name!r} is not in vocabulary {vocabulary.name!r} "
+                    f"({', '.join(vocabulary.names)}); its images are skipped",
+                    label=folder.name,
+                )
                 continue
             fields.extend(_read_class_folder(folder, split, log))
     return Dataset(fields, vocabulary, None, name=root.name)
@@ -101,8 +106,12 @@ def _read_class_folder(folder: Path, split: str | None, log: ProblemLog) -> list
             log.add(path, None, "not-an-image", f"folder inside class folder {folder.name!r}: not read")
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            log.add(path, None, "not-an-image",
-                    f"not an image file (expected {', '.join(IMAGE_SUFFIXES)}) in class folder {folder.name!r}")
+            log.add(
+                path,
+                None,
+                "not-an-image",
+                f"not an image file (expected {', '.join(IMAGE_SUFFIXES)}) in class folder {folder.name!r}",
+            )
             continue
         try:
             size = image_size(path)
@@ -258,4 +267,3 @@ def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
 
-from leukolens.io.coco import AttributeProblem, guess_schema, json_number, named_attribute
+from leukolens.io.attributes import AttributeProblem, guess_schema, named_attribute
 from leukolens.io.common import (
     InputError,
     Problem,
@@ -37,16 +37,16 @@ from leukolens.io.common import (
     find_image,
     format_number,
     image_size,
+    json_number,
+    outside_image,
     place_image,
     read_lines,
 )
 from leukolens.records import (
     BLOOD_CELLS,
-    LLD_CLASSES,
-    PBC_CLASSES,
     SCHEMAS,
     SPLITS,
-    WBCATT_CLASSES,
+    VOCABULARIES,
     AttributeSchema,
     Box,
     BoxFormat,
@@ -62,9 +62,6 @@ ANNOTATIONS = "Annotations"
 IMAGES = "JPEGImages"
 SPLIT_FOLDER = Path("ImageSets") / "Main"
 UNKNOWN_DATABASE = "Unknown"  # what labelImg writes in <source><database> when it knows nothing
-BORDER_TOLERANCE = 1.0
-"""Pixels a box may reach past the image border (VOC corners are 1-based, so ``xmax`` = width is common)."""
-KNOWN_VOCABULARIES = {v.name: v for v in (BLOOD_CELLS, LLD_CLASSES, PBC_CLASSES, WBCATT_CLASSES)}
 _BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
 
 
@@ -165,7 +162,7 @@ def _side_vocabulary(spec: dict, path: Path, log: ProblemLog) -> Vocabulary | No
     name = spec.get("vocabulary") if isinstance(spec.get("vocabulary"), str) else None
     classes = spec.get("classes")
     if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes):
-        known = KNOWN_VOCABULARIES.get(name)
+        known = VOCABULARIES.get(name)
         if known is not None and known.names == tuple(classes):
             return known
         try:
@@ -173,8 +170,8 @@ def _side_vocabulary(spec: dict, path: Path, log: ProblemLog) -> Vocabulary | No
         except ValueError as error:
             log.add(path, None, "bad-side-file", f"{error}; the class list is ignored")
             return None
-    if name in KNOWN_VOCABULARIES:
-        return KNOWN_VOCABULARIES[name]
+    if name in VOCABULARIES:
+        return VOCABULARIES[name]
     if name is not None:
         log.add(path, None, "bad-side-file", f"vocabulary {name!r} is not known and no 'classes' list is given")
     return None
@@ -194,8 +191,9 @@ def find_voc_root(root: Path) -> Path:
         found = sorted(p for p in root.iterdir() if (p / ANNOTATIONS).is_dir())
         if len(found) == 1:
             return found[0]
-    raise InputError(Problem(str(root), None, "layout",
-                             f"no Pascal VOC layout: expected {ANNOTATIONS}/ here or in one subfolder"))
+    raise InputError(
+        Problem(str(root), None, "layout", f"no Pascal VOC layout: expected {ANNOTATIONS}/ here or in one subfolder")
+    )
 
 
 def read_splits(base: Path, names: tuple[str, ...], stems: set[str], log: ProblemLog) -> dict[str, str]:
@@ -212,8 +210,12 @@ def read_splits(base: Path, names: tuple[str, ...], stems: set[str], log: Proble
                 log.add(path, number, "missing-annotation", f"{stem!r} has no file in {ANNOTATIONS}/")
             elif stem in splits:
                 first, line = where[stem]
-                log.add(path, number, "duplicate",
-                        f"{stem!r} is already in split {splits[stem]!r} ({first.name}:{line}); the first is kept")
+                log.add(
+                    path,
+                    number,
+                    "duplicate",
+                    f"{stem!r} is already in split {splits[stem]!r} ({first.name}:{line}); the first is kept",
+                )
             else:
                 splits[stem] = split
                 where[stem] = (path, number)
@@ -257,12 +259,6 @@ def _declared_size(xml: XmlFile) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-def _outside(x1: float, y1: float, x2: float, y2: float, size: tuple[int, int]) -> bool:
-    w, h = size
-    t = BORDER_TOLERANCE
-    return x1 < -t or y1 < -t or x2 > w + t or y2 > h + t
-
-
 def _read_box(obj: ET.Element, xml: XmlFile, size: tuple[int, int], label: str, log: ProblemLog) -> Box | None:
     bndbox = obj.find("bndbox")
     line = xml.line(bndbox) or xml.line(obj)
@@ -281,13 +277,22 @@ def _read_box(obj: ET.Element, xml: XmlFile, size: tuple[int, int], label: str, 
     x1, y1, x2, y2 = values
     shown = ", ".join(format_number(v) for v in values)
     if x2 <= x1 or y2 <= y1:
-        log.add(xml.path, line, "box-range",
-                f"{label} box ({shown}) has xmax <= xmin or ymax <= ymin (width {x2 - x1:g}, height {y2 - y1:g})",
-                label=label)
+        log.add(
+            xml.path,
+            line,
+            "box-range",
+            f"{label} box ({shown}) has xmax <= xmin or ymax <= ymin (width {x2 - x1:g}, height {y2 - y1:g})",
+            label=label,
+        )
         return None
-    if _outside(x1, y1, x2, y2, size):
-        log.add(xml.path, line, "box-range", f"{label} box ({shown}) reaches outside the {size[0]}x{size[1]} image",
-                label=label)
+    if outside_image(x1, y1, x2, y2, size):
+        log.add(
+            xml.path,
+            line,
+            "box-range",
+            f"{label} box ({shown}) reaches outside the {size[0]}x{size[1]} image",
+            label=label,
+        )
         return None
     return Box(values, BoxFormat.XYXY, normalized=False)
 
@@ -315,18 +320,27 @@ def _read_cells(xml: XmlFile, size: tuple[int, int], context: _Context) -> list[
             context.log.add(xml.path, name_line, "bad-object", "object has no <name>")
             continue
         if context.classes is not None and label not in context.classes:
-            context.log.add(xml.path, name_line, "unknown-class",
-                            f"class {label!r} is not in vocabulary {context.classes.name!r} "
-                            f"({', '.join(context.classes.names)})", label=label)
+            context.log.add(
+                xml.path,
+                name_line,
+                "unknown-class",
+                f"class {label!r} is not in vocabulary {context.classes.name!r} ({', '.join(context.classes.names)})",
+                label=label,
+            )
             continue
         box = _read_box(obj, xml, size, label, context.log)
         if box is None:
             continue
         key = (label, box.values)
         if key in seen:
-            context.log.add(xml.path, xml.line(obj), "duplicate",
-                            f"{label} box ({', '.join(format_number(v) for v in box.values)}) repeats the object at "
-                            f"line {seen[key]}; the first is kept", label=label)
+            context.log.add(
+                xml.path,
+                xml.line(obj),
+                "duplicate",
+                f"{label} box ({', '.join(format_number(v) for v in box.values)}) repeats the object at "
+                f"line {seen[key]}; the first is kept",
+                label=label,
+            )
             continue
         seen[key] = xml.line(obj)
         cells.append(Cell(box, label, _read_attributes(obj, xml, label, context)))
@@ -339,10 +353,14 @@ def _read_regions(stem: str, size: tuple[int, int], context: _Context) -> list[B
         ok = isinstance(raw, list) and len(raw) == 4 and all(isinstance(v, (int, float)) for v in raw)
         if ok:
             x1, y1, x2, y2 = (float(v) for v in raw)
-            ok = x1 < x2 and y1 < y2 and not _outside(x1, y1, x2, y2, size)
+            ok = x1 < x2 and y1 < y2 and not outside_image(x1, y1, x2, y2, size)
         if not ok:
-            context.log.add(context.side.path, None, "region-range",
-                            f"annotated region {raw!r} of {stem!r} is not inside the {size[0]}x{size[1]} image")
+            context.log.add(
+                context.side.path,
+                None,
+                "region-range",
+                f"annotated region {raw!r} of {stem!r} is not inside the {size[0]}x{size[1]} image",
+            )
             continue
         regions.append(Box(tuple(raw), BoxFormat.XYXY, normalized=False))
     return regions
@@ -354,8 +372,12 @@ def _read_field(xml: XmlFile, context: _Context) -> Field | None:
     image = _find_voc_image(context.base, xml)
     if image is None:
         filename = _text(xml.root, "filename") or f"{stem}.*"
-        context.log.add(xml.path, xml.line(xml.root.find("filename")), "missing-image",
-                        f"image {filename!r} not found in {context.base / IMAGES}")
+        context.log.add(
+            xml.path,
+            xml.line(xml.root.find("filename")),
+            "missing-image",
+            f"image {filename!r} not found in {context.base / IMAGES}",
+        )
         return None
     size = _declared_size(xml)
     if size is None:  # labelImg writes 0x0 when it could not read the image
@@ -379,8 +401,12 @@ def _parse_all(base: Path, log: ProblemLog) -> list[XmlFile]:
         try:
             xml = parse_xml(path)
         except expat.ExpatError as error:
-            log.add(path, error.lineno, "bad-xml",
-                    f"not well-formed XML: {expat.ErrorString(error.code)} (column {error.offset + 1})")
+            log.add(
+                path,
+                error.lineno,
+                "bad-xml",
+                f"not well-formed XML: {expat.ErrorString(error.code)} (column {error.offset + 1})",
+            )
             continue
         except OSError as error:
             log.add(path, None, "bad-xml", f"cannot read the file ({error.strerror})")
@@ -476,7 +502,8 @@ def annotation_xml(field: Field, image: Path, classes: Vocabulary) -> str:
 def _side_spec(dataset: Dataset, fields: list[Field], splits: list[str]) -> dict:
     regions = {
         Path(f.image).stem: [[json_number(v) for v in r.pixels_xyxy(f.size)] for r in f.regions]
-        for f in fields if f.regions
+        for f in fields
+        if f.regions
     }
     return {
         "name": dataset.name,

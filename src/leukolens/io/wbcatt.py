@@ -163,9 +163,13 @@ def read_wbcatt_rows(csv_path: Path, *, log: ProblemLog) -> list[WbcattRow]:
         if row is None:
             continue
         if row.img_name in first_line:
-            log.add(csv_path, line, "duplicate",
-                    f"second row for {row.img_name!r} (first on line {first_line[row.img_name]}); keeping the first",
-                    label=row.label)
+            log.add(
+                csv_path,
+                line,
+                "duplicate",
+                f"second row for {row.img_name!r} (first on line {first_line[row.img_name]}); keeping the first",
+                label=row.label,
+            )
             continue
         first_line[row.img_name] = line
         rows.append(row)
@@ -177,11 +181,13 @@ def _read_csv_text(csv_path: Path) -> str:
         # utf-8-sig: spreadsheet programs often save CSVs with a byte-order mark.
         return csv_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InputError(Problem(str(csv_path), None, "unreadable-labels",
-                                 f"not a UTF-8 text file ({error.reason})")) from None
+        raise InputError(
+            Problem(str(csv_path), None, "unreadable-labels", f"not a UTF-8 text file ({error.reason})")
+        ) from None
     except OSError as error:
-        raise InputError(Problem(str(csv_path), None, "unreadable-labels",
-                                 f"cannot read WBCAtt CSV ({error.strerror})")) from None
+        raise InputError(
+            Problem(str(csv_path), None, "unreadable-labels", f"cannot read WBCAtt CSV ({error.strerror})")
+        ) from None
 
 
 def _column_positions(csv_path: Path, header: list[str] | None) -> dict[str, int]:
@@ -196,15 +202,20 @@ def _column_positions(csv_path: Path, header: list[str] | None) -> dict[str, int
         positions.setdefault(key, index)
     missing = [c for c in REQUIRED_COLUMNS if c not in positions]
     if missing:
-        raise InputError(Problem(
-            str(csv_path), 1, "not-wbcatt",
-            f"not a WBCAtt CSV: the header lacks {', '.join(missing)} (expected {','.join(WBCATT_COLUMNS)})",
-        ))
+        raise InputError(
+            Problem(
+                str(csv_path),
+                1,
+                "not-wbcatt",
+                f"not a WBCAtt CSV: the header lacks {', '.join(missing)} (expected {','.join(WBCATT_COLUMNS)})",
+            )
+        )
     return positions
 
 
-def _parse_row(csv_path: Path, line: int, cells: list[str], width: int, columns: dict[str, int],
-               split: str | None, log: ProblemLog) -> WbcattRow | None:
+def _parse_row(
+    csv_path: Path, line: int, cells: list[str], width: int, columns: dict[str, int], split: str | None, log: ProblemLog
+) -> WbcattRow | None:
     """One data row, or None after logging what is wrong with it."""
     if len(cells) != width:
         log.add(csv_path, line, "column-count", f"{len(cells)} cells where the header has {width} columns")
@@ -216,8 +227,13 @@ def _parse_row(csv_path: Path, line: int, cells: list[str], width: int, columns:
         return None
     label = value["label"]
     if label not in WBCATT_CLASSES:
-        log.add(csv_path, line, "unknown-class",
-                f"{img_name}: label {label!r} is not a WBCAtt class ({', '.join(WBCATT_CLASSES.names)})", label=label)
+        log.add(
+            csv_path,
+            line,
+            "unknown-class",
+            f"{img_name}: label {label!r} is not a WBCAtt class ({', '.join(WBCATT_CLASSES.names)})",
+            label=label,
+        )
         return None
     attributes = {}
     for attribute in WBCATT_SCHEMA:
@@ -225,8 +241,13 @@ def _parse_row(csv_path: Path, line: int, cells: list[str], width: int, columns:
         # The files hold only real values: "unknown"/"not applicable" are not WBCAtt values (and write_wbcatt never
         # writes them), so they are refused like any other stray word.
         if given not in attribute.values:
-            log.add(csv_path, line, "attribute-value",
-                    f"{img_name}: {attribute.name} {given!r} is not one of {', '.join(attribute.values)}", label=label)
+            log.add(
+                csv_path,
+                line,
+                "attribute-value",
+                f"{img_name}: {attribute.name} {given!r} is not one of {', '.join(attribute.values)}",
+                label=label,
+            )
             return None
         attributes[attribute.name] = given
     return WbcattRow(csv_path, line, img_name, label, attributes, split, value.get("path", ""))
@@ -240,9 +261,13 @@ def _rows_of(csv_paths: list[Path], log: ProblemLog) -> list[WbcattRow]:
         for row in read_wbcatt_rows(csv_path, log=log):
             first = seen.get(row.img_name)
             if first is not None:
-                log.add(row.csv_path, row.line, "duplicate",
-                        f"{row.img_name!r} already has a row in {first.csv_path}:{first.line}; keeping that one",
-                        label=row.label)
+                log.add(
+                    row.csv_path,
+                    row.line,
+                    "duplicate",
+                    f"{row.img_name!r} already has a row in {first.csv_path}:{first.line}; keeping that one",
+                    label=row.label,
+                )
                 continue
             seen[row.img_name] = row
             rows.append(row)
@@ -283,8 +308,9 @@ def csv_files(path: Path) -> list[Path]:
     if (path / UNSPLIT_CSV_NAME).is_file():
         found.append(path / UNSPLIT_CSV_NAME)
     if not found:
-        raise InputError(Problem(str(path), None, "missing-labels",
-                                 f"no {MAIN_CSV_GLOB} or {UNSPLIT_CSV_NAME} in this folder"))
+        raise InputError(
+            Problem(str(path), None, "missing-labels", f"no {MAIN_CSV_GLOB} or {UNSPLIT_CSV_NAME} in this folder")
+        )
     return found
 
 
@@ -348,8 +374,13 @@ def read_wbcatt(path: Path, *, log: ProblemLog, image_roots: list[Path] | None =
 
 
 def _log_missing_image(log: ProblemLog, row: WbcattRow) -> None:
-    log.add(row.csv_path, row.line, "wbcatt-missing-image",
-            f"row for {row.img_name!r} names an image that is not in the data set", label=row.label)
+    log.add(
+        row.csv_path,
+        row.line,
+        "wbcatt-missing-image",
+        f"row for {row.img_name!r} names an image that is not in the data set",
+        label=row.label,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------- joining
@@ -371,8 +402,10 @@ def attach_wbcatt(dataset: Dataset, csv_paths: list[Path], *, log: ProblemLog) -
         LeukolensError: the data set already carries attributes of another schema.
     """
     if dataset.schema is not None and dataset.schema.name != WBCATT_SCHEMA.name:
-        raise LeukolensError(f"data set {dataset.name!r} already has {dataset.schema.name} attributes; adding "
-                             "WBCAtt attributes would mix two schemas")
+        raise LeukolensError(
+            f"data set {dataset.name!r} already has {dataset.schema.name} attributes; adding "
+            "WBCAtt attributes would mix two schemas"
+        )
     by_name: dict[str, list[Field]] = {}
     for f in dataset.fields:
         by_name.setdefault(Path(f.image).name, []).append(f)
@@ -395,17 +428,25 @@ def attach_wbcatt(dataset: Dataset, csv_paths: list[Path], *, log: ProblemLog) -
 def _attach_row(row: WbcattRow, f: Field, join: WbcattJoin, log: ProblemLog) -> None:
     if len(f.cells) != 1:
         join.not_single_cell_rows.append((row, f))
-        log.add(row.csv_path, row.line, "wbcatt-cell-count",
-                f"{row.img_name!r} has {len(f.cells)} cells; a WBCAtt row describes a single-cell image",
-                label=row.label)
+        log.add(
+            row.csv_path,
+            row.line,
+            "wbcatt-cell-count",
+            f"{row.img_name!r} has {len(f.cells)} cells; a WBCAtt row describes a single-cell image",
+            label=row.label,
+        )
         return
     cell = f.cells[0]
     cell.attributes = dict(row.attributes)
     join.matched_rows.append((row, f))
     if cell.label != row.label:
         join.label_mismatch_rows.append((row, f))
-        log.add(row.csv_path, row.line, "wbcatt-label-mismatch",
-                f"{row.img_name!r}: WBCAtt says {row.label!r}, the data set says {cell.label!r}")
+        log.add(
+            row.csv_path,
+            row.line,
+            "wbcatt-label-mismatch",
+            f"{row.img_name!r}: WBCAtt says {row.label!r}, the data set says {cell.label!r}",
+        )
 
 
 # ------------------------------------------------------------------------------------------------------- writing

@@ -7,8 +7,8 @@ attribute codes (12 columns) and, in its sparse release, the field's annotated r
 - ``images/<split>/`` beside ``labels/<split>/`` (TXL-PBC, Ultralytics), or ``<split>/images`` beside
   ``<split>/labels`` (PBC), or ``images/`` beside ``labels/``, or images and label files side by side;
 - class names from ``data.yaml`` (list or dict), else ``classes.txt``, else the caller's ``names``;
-- an optional ``fields.csv`` with per-image domain metadata (columns ``image`` and any of :class:`~leukolens.records.Domain`'s
-  names), which the writers here also write so that domain metadata survives.
+- an optional ``fields.csv`` with per-image domain metadata (columns ``image`` and any of
+  :class:`~leukolens.records.Domain`'s names), which the writers here also write so that domain metadata survives.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from leukolens.io.attributes import AttributeProblem, decode_lld_code
 from leukolens.io.common import (
     InputError,
     LeukolensError,
@@ -28,7 +29,6 @@ from leukolens.io.common import (
     ProblemLog,
     WriteReport,
     atomic_write_text,
-    find_image,
     format_number,
     image_size,
     list_images,
@@ -36,15 +36,11 @@ from leukolens.io.common import (
     read_lines,
 )
 from leukolens.records import (
-    BLOOD_CELLS,
     LLD_CLASSES,
     LLD_NOT_APPLICABLE_CODE,
     LLD_SCHEMA,
-    NOT_APPLICABLE,
-    PBC_CLASSES,
     SPLITS,
     UNKNOWN,
-    WBCATT_CLASSES,
     WBCATT_TO_LLD,
     Box,
     BoxFormat,
@@ -53,12 +49,12 @@ from leukolens.records import (
     Domain,
     Field,
     Vocabulary,
+    known_vocabulary,
 )
 
 PLAIN_COLUMNS = (5,)
 LLD_COLUMNS = (12, 16)
 FIELDS_CSV = "fields.csv"
-KNOWN_VOCABULARIES = (BLOOD_CELLS, LLD_CLASSES, PBC_CLASSES, WBCATT_CLASSES)
 
 DomainRule = Callable[[Path, tuple[int, int]], Domain]
 
@@ -81,9 +77,7 @@ def find_split_folders(root: Path) -> list[SplitFolder]:
     root = Path(root)
     if not root.is_dir():
         raise InputError(Problem(str(root), None, "not-found", "data set folder not found"))
-    found = [
-        SplitFolder(s, root / "images" / s, root / "labels" / s) for s in SPLITS if (root / "images" / s).is_dir()
-    ]
+    found = [SplitFolder(s, root / "images" / s, root / "labels" / s) for s in SPLITS if (root / "images" / s).is_dir()]
     found = found or [
         SplitFolder(s, root / s / "images", root / s / "labels") for s in SPLITS if (root / s / "images").is_dir()
     ]
@@ -94,8 +88,13 @@ def find_split_folders(root: Path) -> list[SplitFolder]:
     if any(p.suffix == ".txt" and p.name != "classes.txt" for p in root.iterdir()):
         return [SplitFolder(None, root, root)]
     raise InputError(
-        Problem(str(root), None, "layout", "no YOLO layout found: expected images/ and labels/ folders "
-                "(optionally per split), or images with .txt label files side by side")
+        Problem(
+            str(root),
+            None,
+            "layout",
+            "no YOLO layout found: expected images/ and labels/ folders "
+            "(optionally per split), or images with .txt label files side by side",
+        )
     )
 
 
@@ -107,24 +106,18 @@ def read_class_names(root: Path, folders: list[SplitFolder]) -> tuple[str, ...] 
             spec = yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
             line = getattr(getattr(error, "problem_mark", None), "line", None)
-            raise InputError(Problem(str(data_yaml), None if line is None else line + 1, "bad-yaml", str(error))) from None
+            line = None if line is None else line + 1
+            raise InputError(Problem(str(data_yaml), line, "bad-yaml", str(error))) from None
         names = spec.get("names")
         if isinstance(names, dict):
             return tuple(str(names[k]) for k in sorted(names, key=int))
         if isinstance(names, list):
             return tuple(str(n) for n in names)
-    for candidate in [root / "classes.txt", root / "labels" / "classes.txt"] + [f.labels / "classes.txt" for f in folders]:
+    candidates = [root / "classes.txt", root / "labels" / "classes.txt"] + [f.labels / "classes.txt" for f in folders]
+    for candidate in candidates:
         if candidate.is_file():
             return tuple(line.strip() for line in candidate.read_text(encoding="utf-8").splitlines() if line.strip())
     return None
-
-
-def vocabulary_for(names: tuple[str, ...], fallback_name: str) -> Vocabulary:
-    """A shipped vocabulary when the names match one, else a new one."""
-    for vocabulary in KNOWN_VOCABULARIES:
-        if vocabulary.names == tuple(names):
-            return vocabulary
-    return Vocabulary(fallback_name, tuple(names))
 
 
 def read_fields_csv(root: Path, log: ProblemLog) -> dict[str, Domain]:
@@ -194,18 +187,10 @@ def _check_normalised_box(cx: float, cy: float, w: float, h: float) -> str | Non
 def _decode_lld_attributes(codes: list[float], path: Path, line: int, log: ProblemLog) -> dict[str, str] | None:
     attributes: dict[str, str] = {}
     for position, (attribute, code) in enumerate(zip(LLD_SCHEMA.attributes, codes), start=1):
-        if code != int(code):
-            log.add(path, line, "attribute-code", f"a{position} ({attribute.title}) code {code:g} is not an integer")
-            return None
-        code = int(code)
-        if 0 <= code < len(attribute.values):
-            attributes[attribute.name] = attribute.values[code]
-        elif position > 1 and code == LLD_NOT_APPLICABLE_CODE:
-            attributes[attribute.name] = NOT_APPLICABLE
-        else:
-            allowed = len(attribute.values) - 1 if position == 1 else LLD_NOT_APPLICABLE_CODE
-            log.add(path, line, "attribute-code",
-                    f"a{position} ({attribute.title}) code {code} is out of range 0..{allowed}")
+        try:
+            attributes[attribute.name] = decode_lld_code(attribute.name, code)
+        except AttributeProblem as problem:
+            log.add(path, line, problem.kind, f"a{position} ({attribute.title}) {problem}")
             return None
     return attributes
 
@@ -246,8 +231,12 @@ def parse_label_file(
             continue
         class_id = values[0]
         if class_id != int(class_id) or not 0 <= class_id < len(classes):
-            log.add(path, number, "unknown-class",
-                    f"class id {tokens[0]} is not in 0..{len(classes) - 1} ({', '.join(classes.names)})")
+            log.add(
+                path,
+                number,
+                "unknown-class",
+                f"class id {tokens[0]} is not in 0..{len(classes) - 1} ({', '.join(classes.names)})",
+            )
             continue
         label = classes.names[int(class_id)]
         cx, cy, w, h = values[1:5]
@@ -259,14 +248,23 @@ def parse_label_file(
         if len(tokens) == 16:
             x1, y1, x2, y2 = values[5:9]
             if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-                log.add(path, number, "region-range",
-                        f"annotated region ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not inside the {width}x{height} image",
-                        label=label)
+                log.add(
+                    path,
+                    number,
+                    "region-range",
+                    f"annotated region ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not inside the {width}x{height} image",
+                    label=label,
+                )
                 continue
             if region is not None and region != (x1, y1, x2, y2):
-                log.add(path, number, "region-mismatch",
-                        f"annotated region ({x1:g}, {y1:g}, {x2:g}, {y2:g}) differs from the file's first region "
-                        f"{tuple(round(v, 3) for v in region)}", label=label)
+                log.add(
+                    path,
+                    number,
+                    "region-mismatch",
+                    f"annotated region ({x1:g}, {y1:g}, {x2:g}, {y2:g}) differs from the file's first region "
+                    f"{tuple(round(v, 3) for v in region)}",
+                    label=label,
+                )
                 continue
             region = (x1, y1, x2, y2)
         if len(tokens) in LLD_COLUMNS:
@@ -306,10 +304,8 @@ def read_yolo(
     elif names is None and lld:
         names = LLD_CLASSES.names
     if names is None:
-        raise LeukolensError(
-            f"{root}: no class names (no data.yaml or classes.txt); pass them with --names A,B,C"
-        )
-    classes = vocabulary_for(tuple(names), root.name)
+        raise LeukolensError(f"{root}: no class names (no data.yaml or classes.txt); pass them with --names A,B,C")
+    classes = known_vocabulary(tuple(names), root.name)
     domains = read_fields_csv(root, log)
     fields: list[Field] = []
     columns = LLD_COLUMNS if lld else PLAIN_COLUMNS
@@ -355,15 +351,18 @@ def _label_folder(out: Path, kind: str, split: str | None) -> Path:
     return out / kind / split if split else out / kind
 
 
-def _write_layout(dataset: Dataset, out: Path, lines_of: Callable[[Field], list[str]], images: str,
-                  report: WriteReport) -> None:
+def _write_layout(
+    dataset: Dataset, out: Path, lines_of: Callable[[Field], list[str]], images: str, report: WriteReport
+) -> None:
     """Shared by both writers: label files, images, data.yaml, classes.txt and fields.csv."""
     splits = sorted({f.split for f in dataset.fields if f.split}, key=lambda s: SPLITS.index(s) if s in SPLITS else 9)
     for f in dataset.fields:
         name = Path(f.image).name
         place_image(f.image, _label_folder(out, "images", f.split) / name, images)
-        atomic_write_text(_label_folder(out, "labels", f.split) / f"{Path(name).stem}.txt",
-                          "".join(line + "\n" for line in lines_of(f)))
+        atomic_write_text(
+            _label_folder(out, "labels", f.split) / f"{Path(name).stem}.txt",
+            "".join(line + "\n" for line in lines_of(f)),
+        )
         report.files += 1
         report.fields += 1
         report.cells += len(f.cells)
@@ -375,8 +374,10 @@ def _write_layout(dataset: Dataset, out: Path, lines_of: Callable[[Field], list[
     atomic_write_text(out / "data.yaml", yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     atomic_write_text(out / "classes.txt", "".join(n + "\n" for n in dataset.classes.names))
     if any(f.split is None for f in dataset.fields) and splits:
-        report.drop("split-less fields mixed with split ones (written to images/ and not listed in data.yaml)",
-                    sum(f.split is None for f in dataset.fields))
+        report.drop(
+            "split-less fields mixed with split ones (written to images/ and not listed in data.yaml)",
+            sum(f.split is None for f in dataset.fields),
+        )
     write_fields_csv(out, dataset.fields)
 
 
@@ -429,8 +430,11 @@ def write_lld(dataset: Dataset, out: Path, *, images: str = "link") -> WriteRepo
         if dataset.schema.name != WBCATT_TO_LLD.source.name:
             raise LeukolensError(f"no mapping from attribute schema {dataset.schema.name!r} to LLD's")
         mapping = WBCATT_TO_LLD
-        report.drop(f"{dataset.schema.name} attributes with no LLD counterpart: "
-                    f"{', '.join(mapping.unmapped_source)} (per cell)", sum(1 for c in dataset.cells() if c.attributes))
+        report.drop(
+            f"{dataset.schema.name} attributes with no LLD counterpart: "
+            f"{', '.join(mapping.unmapped_source)} (per cell)",
+            sum(1 for c in dataset.cells() if c.attributes),
+        )
     for f in dataset.fields:
         report.drop("annotated regions beyond the first of a field", max(0, len(f.regions) - 1))
         if f.regions and not f.cells:

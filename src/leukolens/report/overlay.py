@@ -12,8 +12,20 @@ from leukolens.records import NOT_APPLICABLE, UNKNOWN, Field, Vocabulary
 
 # Distinct colours that stay readable on pink-violet smears.
 PALETTE = (
-    (0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233), (120, 60, 200),
-    (0, 0, 0), (170, 30, 30), (40, 110, 40), (110, 70, 20), (60, 60, 160), (200, 40, 120), (20, 140, 140),
+    (0, 114, 178),
+    (213, 94, 0),
+    (0, 158, 115),
+    (204, 121, 167),
+    (230, 159, 0),
+    (86, 180, 233),
+    (120, 60, 200),
+    (0, 0, 0),
+    (170, 30, 30),
+    (40, 110, 40),
+    (110, 70, 20),
+    (60, 60, 160),
+    (200, 40, 120),
+    (20, 140, 140),
 )
 REGION_COLOUR = (255, 215, 0)
 UNANNOTATED_DIM = 0.45  # how much of the image shows through outside the annotated regions
