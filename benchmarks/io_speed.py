@@ -36,11 +36,12 @@ def run() -> str:
     return "\n".join(
         [
             "## Data I/O: reading, validating and converting the public data sets",
-            "Reading parses every label line and reads each image header (not its pixels); validating decodes every "
-            "image in full. PBC includes joining the 10,298 WBCAtt rows by file name. There is no published peer figure "
-            "for label reading; the numbers are here so that a regression shows.",
+            "Reading parses every label line and reads each image header (not its pixels); validating decodes "
+            "every image in full. PBC includes joining the 10,298 WBCAtt rows by file name. There is no published "
+            "peer figure for label reading; the numbers are here so that a regression shows.",
             "",
-            "| data set | fields | cells | read (s) | fields/s | decode all images (s) | write COCO (s) | read COCO (s) |",
+            "| data set | fields | cells | read (s) | fields/s | decode all images (s) | write COCO (s) "
+            "| read COCO (s) |",
             "|---|---|---|---|---|---|---|---|",
             *rows,
         ]
