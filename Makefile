@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/leukolens demo --out out/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-all: $(STAMP)

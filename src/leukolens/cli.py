@@ -128,7 +128,8 @@ def cmd_data_view(args: argparse.Namespace) -> int:
     fields = fields[: args.limit] if args.limit else fields
     out = Path(args.out)
     for f in _progress("drawing")(fields):
-        save_png(draw_field(f, dataset.classes, attributes=not args.no_attributes), out / f"{f.id}.png")
+        drawing = draw_field(f, dataset.classes, schema=dataset.schema, attributes=not args.no_attributes)
+        save_png(drawing, out / f"{f.id}.png")
     print(f"drew {len(fields):,} fields to {out}")
     return 0
 

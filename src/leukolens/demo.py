@@ -33,7 +33,7 @@ def run_demo(out: Path) -> dict[str, Path]:
         print(format_summary(summarize(dataset, log, format=format)))
         folder = out / name
         for field in dataset.fields:
-            save_png(draw_field(field, dataset.classes), folder / f"{field.id}.png")
+            save_png(draw_field(field, dataset.classes, schema=dataset.schema), folder / f"{field.id}.png")
         print(f"drew {len(dataset):,} fields with their labels to {folder}\n")
         drawn[name] = folder
     return drawn
