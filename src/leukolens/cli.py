@@ -134,11 +134,219 @@ def cmd_data_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from leukolens.synth import SynthConfig, write_synthetic
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(n.strip() for n in text.split(",") if n.strip())
+
+    config = SynthConfig(
+        patients=args.patients,
+        fields_per_patient=args.fields_per_patient,
+        size=args.size,
+        seed=args.seed,
+        annotated_fraction=args.annotated_fraction,
+        diagnoses=names(args.diagnoses),
+        domains=names(args.domains),
+        stains=names(args.stains),
+        label_noise=args.label_noise,
+    )
+    report = write_synthetic(
+        config,
+        args.out,
+        sparse_format=args.format,
+        images=args.images,
+        workers=args.workers,
+        progress=_progress("rendering"),
+    )
+    print(report.summary())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from leukolens.demo import run_demo
 
     run_demo(Path(args.out))
     return 0
+
+
+def _atypicality_choice(text: str) -> tuple[str, str]:
+    from leukolens.models.atypicality import FEATURES, METHODS
+
+    method, _, features = text.partition(":")
+    if method not in METHODS or features not in FEATURES:
+        raise LeukolensError(
+            f"--atypicality takes METHOD:FEATURES with METHOD in {', '.join(METHODS)} and "
+            f"FEATURES in {', '.join(FEATURES)}, got {text!r}"
+        )
+    return method, features
+
+
+def cmd_train_cells(args: argparse.Namespace) -> int:
+    from leukolens.train.cells import TrainCellsConfig, train_cells
+
+    method, features = _atypicality_choice(args.atypicality)
+
+    config = TrainCellsConfig(
+        data=args.data,
+        out=args.out,
+        backbone=args.backbone,
+        input_size=args.input_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        max_minutes=args.max_minutes,
+        exclude=tuple(args.exclude or ()),
+        balanced=not args.no_balanced,
+        stain=args.stain,
+        seed=args.seed,
+        atypicality_method=method,
+        atypicality_features=features,
+    )
+    best = Path(args.out) / "best.pt"
+    if not args.refit_atypicality:
+        best = train_cells(config, resume=args.resume)
+        print(f"best checkpoint: {best}")
+    if not args.no_atypicality:
+        from leukolens.train.cells import fit_atypicality
+
+        fit_atypicality(best, config)
+    return 0
+
+
+def cmd_eval_cells(args: argparse.Namespace) -> int:
+    from leukolens.eval.cells import evaluate_checkpoint, format_report
+
+    report = evaluate_checkpoint(
+        args.checkpoint, args.data, split=args.split, confusion_png=args.confusion, agreement=not args.no_agreement
+    )
+    print(format_report(report))
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
+def cmd_predict_cells(args: argparse.Namespace) -> int:
+    from leukolens.predict import Predictor
+
+    paths = _image_paths(args.images)
+    predictor = Predictor.from_checkpoint(args.checkpoint)
+    errors: list[tuple[str, str]] = []
+    predictions = predictor.predict_files(paths, errors=errors)
+    for _, message in errors:
+        print(f"leukolens: skipped {message}", file=sys.stderr)
+    if args.json:
+        payload = [p.as_dict() for p in predictions]
+        if args.json == "-":
+            print(json.dumps(payload, indent=2))
+        else:
+            _write_json(args.json, {"cells": payload})
+    if args.json != "-":
+        for p in predictions:
+            attributes = ", ".join(f"{n} {a.value} ({a.probability:.2f})" for n, a in p.attributes.items())
+            score = "" if p.atypicality is None else f"; atypicality {p.atypicality:.2f}: {p.verdict}"
+            print(f"{p.source}: {p.label} ({p.probability:.2f}){score}" + (f"\n  {attributes}" if attributes else ""))
+    return EXIT_PROBLEMS if errors else 0
+
+
+def cmd_train_detector(args: argparse.Namespace) -> int:
+    from leukolens.data.fields import FieldAugmentConfig
+    from leukolens.train.detector import TrainDetectorConfig, train_detector
+
+    config = TrainDetectorConfig(
+        data=args.data,
+        extra_data=tuple(args.extra_data or ()),
+        out=args.out,
+        backbone=args.backbone,
+        input_size=args.input_size,
+        stride=args.stride,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        threads=args.threads,
+        augment=FieldAugmentConfig(window=args.window),
+    )
+    best = train_detector(config, resume=args.resume)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from leukolens.analyze import find_images, load_field
+    from leukolens.detect import Detector
+
+    detector = Detector.from_checkpoint(args.checkpoint)
+    threshold = detector.score_threshold if args.threshold is None else args.threshold
+    payload, errors = [], 0
+    for path in find_images(args.images):
+        try:
+            image, _ = load_field(path)
+        except LeukolensError as error:
+            print(f"leukolens: skipped {error}", file=sys.stderr)
+            errors += 1
+            continue
+        found = detector.detect([image], threshold=threshold)[0]
+        cells = [
+            {"box_xyxy": [round(float(v), 1) for v in box], "class": detector.classes[int(label)],
+             "score": round(float(score), 4)}
+            for box, score, label in zip(found.boxes, found.scores, found.labels)
+        ]
+        payload.append({"image": str(path), "width": image.width, "height": image.height, "cells": cells})
+        counts = {name: sum(c["class"] == name for c in cells) for name in detector.classes}
+        print(f"{path}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    if args.json:
+        _write_json(args.json, {"detector": str(detector.path), "score_threshold": threshold, "fields": payload})
+    return EXIT_PROBLEMS if errors else 0
+
+
+def cmd_eval_detector(args: argparse.Namespace) -> int:
+    from leukolens.eval.detection import evaluate_checkpoint, format_report
+
+    report = evaluate_checkpoint(
+        args.checkpoint, args.data, split=args.split, results_path=args.results, progress=_progress("detecting")
+    )
+    print(format_report(report))
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from leukolens.analyze import analyze, format_summary
+
+    summary = analyze(
+        args.images,
+        out=args.out,
+        detector=args.detector,
+        cells=args.cells,
+        overlays=not args.no_overlays,
+        log=lambda message: print(message, file=sys.stderr),
+        progress=partial(tqdm, desc="analysing", unit="batch", leave=False, disable=None, file=sys.stderr),
+    )
+    print(format_summary(summary, args.out))
+    return EXIT_PROBLEMS if summary["fields_skipped"] else 0
+
+
+def _image_paths(items: list[str]) -> list[Path]:
+    """Image files from arguments that are files or folders; a clear error when none are images."""
+    from leukolens.io.common import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise LeukolensError(f"{path}: no such file or folder")
+    if not paths:
+        raise LeukolensError("no images found in " + ", ".join(items))
+    return paths
 
 
 # ------------------------------------------------------------------------------------------------------ parser
@@ -199,9 +407,142 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--no-attributes", action="store_true", help="boxes and classes only")
     view.set_defaults(run=cmd_data_view)
 
+    train = commands.add_parser("train", help="train a model")
+    train_commands = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
+    train_cells_parser = train_commands.add_parser("cells", help="cell type and attribute heads on single cells")
+    train_cells_parser.add_argument("--data", required=True, help="data set with train and val splits")
+    train_cells_parser.add_argument("--out", default="out/cells", help="folder for checkpoints (best.pt, last.pt)")
+    train_cells_parser.add_argument(
+        "--backbone", default="efficientnet_lite0", choices=("efficientnet_lite0", "mobilenet_v2")
+    )
+    train_cells_parser.add_argument("--input-size", type=int, default=160)
+    train_cells_parser.add_argument("--epochs", type=int, default=10)
+    train_cells_parser.add_argument("--batch-size", type=int, default=32)
+    train_cells_parser.add_argument("--lr", type=float, default=1e-3)
+    train_cells_parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before stop")
+    train_cells_parser.add_argument("--max-minutes", type=float, default=0, help="time budget (0: none)")
+    train_cells_parser.add_argument("--exclude", nargs="*", help="classes to hold out of training")
+    train_cells_parser.add_argument("--no-balanced", action="store_true", help="plain instead of class-balanced")
+    train_cells_parser.add_argument(
+        "--stain", choices=("none", "reinhard", "macenko"), default="none", help="stain normalisation of every crop"
+    )
+    train_cells_parser.add_argument("--no-atypicality", action="store_true", help="skip fitting the atypicality score")
+    train_cells_parser.add_argument(
+        "--atypicality",
+        default="knn:embedding",
+        metavar="METHOD:FEATURES",
+        help="scorer: knn or mahalanobis, on embedding, heads or both",
+    )
+    train_cells_parser.add_argument(
+        "--refit-atypicality", action="store_true", help="only refit the atypicality scorer of OUT/best.pt"
+    )
+    train_cells_parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train_cells_parser.add_argument("--seed", type=int, default=0)
+    train_cells_parser.set_defaults(run=cmd_train_cells)
+
+    train_detector_parser = train_commands.add_parser(
+        "detector", help="WBC / RBC / platelet detector on whole fields (CenterNet, pretrained light backbone)"
+    )
+    train_detector_parser.add_argument("--data", required=True, help="data set with train and val splits")
+    train_detector_parser.add_argument(
+        "--extra-data", nargs="*", help="more data sets whose train splits join training (sources of --data left out)"
+    )
+    train_detector_parser.add_argument("--out", default="out/detector", help="folder for best.pt and last.pt")
+    train_detector_parser.add_argument(
+        "--backbone", default="efficientnet_lite0", choices=("efficientnet_lite0", "mobilenet_v2")
+    )
+    train_detector_parser.add_argument("--input-size", type=int, default=512, help="longer side of a field (px)")
+    train_detector_parser.add_argument("--stride", type=int, default=8, choices=(4, 8), help="output stride")
+    train_detector_parser.add_argument("--window", type=int, default=320, help="training window side (px)")
+    train_detector_parser.add_argument("--epochs", type=int, default=20)
+    train_detector_parser.add_argument("--steps-per-epoch", type=int, default=60)
+    train_detector_parser.add_argument("--batch-size", type=int, default=8)
+    train_detector_parser.add_argument("--lr", type=float, default=2e-3)
+    train_detector_parser.add_argument("--max-minutes", type=float, default=0, help="time budget (0: none)")
+    train_detector_parser.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
+    train_detector_parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train_detector_parser.add_argument("--seed", type=int, default=0)
+    train_detector_parser.set_defaults(run=cmd_train_detector)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model")
+    eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="MODEL")
+    eval_cells_parser = eval_commands.add_parser("cells", help="class, attribute and calibration metrics")
+    eval_cells_parser.add_argument("--checkpoint", help="cell model (default: the shipped one)")
+    eval_cells_parser.add_argument("--data", required=True)
+    eval_cells_parser.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for all)")
+    eval_cells_parser.add_argument("--json", metavar="PATH", help="also write every number as JSON")
+    eval_cells_parser.add_argument("--confusion", metavar="PNG", help="write the confusion matrix as an image")
+    eval_cells_parser.add_argument("--no-agreement", action="store_true", help="skip the human-agreement ceiling")
+    eval_cells_parser.set_defaults(run=cmd_eval_cells)
+
+    eval_detector_parser = eval_commands.add_parser(
+        "detector", help="COCO mAP@[.5:.95], AP50 per class, counting error per field"
+    )
+    eval_detector_parser.add_argument("--checkpoint", help="detector (default: the shipped one)")
+    eval_detector_parser.add_argument("--data", required=True)
+    eval_detector_parser.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for all)")
+    eval_detector_parser.add_argument("--json", metavar="PATH", help="also write every number as JSON")
+    eval_detector_parser.add_argument("--results", metavar="PATH", help="write the predictions as a COCO results file")
+    eval_detector_parser.set_defaults(run=cmd_eval_detector)
+
+    predict = commands.add_parser("predict", help="predict with a model")
+    predict_commands = predict.add_subparsers(dest="predict_command", required=True, metavar="MODEL")
+    predict_cells_parser = predict_commands.add_parser("cells", help="class, attributes and atypicality per cell")
+    predict_cells_parser.add_argument("images", nargs="+", help="single-cell images or folders of them")
+    predict_cells_parser.add_argument("--checkpoint", help="cell model (default: the shipped one)")
+    predict_cells_parser.add_argument("--json", metavar="PATH", help="write predictions as JSON ('-': print it)")
+    predict_cells_parser.set_defaults(run=cmd_predict_cells)
+
+    synth = commands.add_parser(
+        "synth",
+        help="render synthetic smear fields with exact labels: sparse LLD (or COCO) and full COCO exports",
+        description="Patients cycle through the diagnoses (5 patients give all five); every field is rendered under "
+        "every domain with the same cells. Writes OUT/full (COCO, every cell, the images), OUT/sparse (only the "
+        "cells in each field's annotated region) and OUT/patients.csv.",
+    )
+    synth.add_argument("--out", required=True, help="output folder (new or empty)")
+    synth.add_argument("--patients", type=int, default=5, help="number of patients, one slide each (default 5)")
+    synth.add_argument("--fields-per-patient", type=int, default=4, help="fields per slide (default 4)")
+    synth.add_argument("--seed", type=int, default=0, help="the same seed gives the same files (default 0)")
+    synth.add_argument("--size", type=int, default=640, help="field width and height in pixels (default 640)")
+    synth.add_argument(
+        "--annotated-fraction", type=float, default=0.1, help="share of a 100x field inside its annotated region"
+    )
+    synth.add_argument("--diagnoses", default="normal,ALL,AML,CLL,CML", help="comma-separated, cycled over patients")
+    synth.add_argument(
+        "--domains",
+        default="high-cost:high-end:100x",
+        help="comma-separated MICROSCOPE:CAMERA:MAGNIFICATION[:STAIN] (microscopes high-cost, low-cost; cameras "
+        "high-end, mid-level, phone; 100x, 40x, 10x), or 'lld' for LLD's twelve captures",
+    )
+    synth.add_argument("--stains", default="Wright,Giemsa,May-Grunwald-Giemsa", help="stains drawn per patient")
+    synth.add_argument("--label-noise", type=float, default=0.0, help="chance an attribute label is misread")
+    synth.add_argument("--format", choices=("lld", "coco"), default="lld", help="sparse export format (default lld)")
+    synth.add_argument("--images", choices=("copy", "link"), default="copy", help="images in the sparse export")
+    synth.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
+    synth.set_defaults(run=cmd_synth)
+
     demo = commands.add_parser("demo", help="run the main job on the bundled sample data")
     demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     demo.set_defaults(run=cmd_demo)
+
+    detect = commands.add_parser("detect", help="find WBCs, RBCs and platelets in whole fields")
+    detect.add_argument("images", nargs="+", help="field images or folders of them")
+    detect.add_argument("--checkpoint", help="detector (default: the shipped one)")
+    detect.add_argument("--threshold", type=float, help="score threshold (default: the checkpoint's)")
+    detect.add_argument("--json", metavar="PATH", help="write every box as JSON")
+    detect.set_defaults(run=cmd_detect)
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="the main job: detect, type and describe every WBC; JSON + overlay per field, differential per sample",
+    )
+    analyze.add_argument("images", nargs="+", help="field images or a folder of them (one sample)")
+    analyze.add_argument("--out", default="out/analyze", help="output folder (default out/analyze)")
+    analyze.add_argument("--detector", help="detector checkpoint (default: the shipped one)")
+    analyze.add_argument("--cells", help="cell-model checkpoint (default: the shipped one)")
+    analyze.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
+    analyze.set_defaults(run=cmd_analyze)
     return parser
 
 

@@ -72,7 +72,7 @@ def sniff_format(path: Path) -> str:
         raise LeukolensError(f"{path}: cannot tell the format of this file; pass --format")
     if (path / "Annotations").is_dir() or any((p / "Annotations").is_dir() for p in path.iterdir() if p.is_dir()):
         return "voc"
-    if any(path.glob("*.json")) and not (path / "images").is_dir() and not (path / "labels").is_dir():
+    if any(path.glob("*.json")) and not (path / "labels").is_dir():  # images/ beside a COCO file is common
         return "coco"
     if any(path.glob("pbc_attr_v1_*.csv")) or (path / "wbcatt.csv").is_file():
         return "wbcatt"

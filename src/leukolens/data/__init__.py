@@ -1,0 +1,1 @@
+"""Model inputs from records: crops, caches, batch transforms, stain normalisation."""

@@ -1,0 +1,1 @@
+"""Model families, one file each: backbones, the cell model, the atypicality scorer."""

@@ -1,0 +1,104 @@
+"""Checkpoints that carry everything needed to use the weights: preprocessing travels with them.
+
+A cell-model checkpoint holds the network config (backbone, classes, attribute heads), the crop config, the input
+normalisation, the stain reference (if any), the attribute schema's name, the fitted atypicality scorer, the
+metrics it reached, and the training config. Weights are stored in float16 (halving the file) and loaded back as
+float32. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from leukolens.data.cells import CropConfig
+from leukolens.io.common import LeukolensError, atomic_write_bytes
+from leukolens.models.backbones import SPECS
+from leukolens.models.cellnet import CellNet, CellNetConfig
+
+FORMAT = "leukolens-cellnet/1"
+
+
+@dataclass
+class CellCheckpoint:
+    """A cell model and what it needs to be used."""
+
+    config: CellNetConfig
+    crop: CropConfig
+    state_dict: dict[str, torch.Tensor]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    schema: str | None = None
+    stain: dict | None = None  # {"method": "reinhard" | "macenko", "reference": {...}}
+    atypicality: dict | None = None
+    metrics: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # e.g. optimizer state for --resume
+
+    def build(self) -> CellNet:
+        """The network with these weights, in eval mode."""
+        model = CellNet(self.config, pretrained=False)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()})
+        return model.eval()
+
+
+def from_model(model: CellNet, crop: CropConfig, **kwargs) -> CellCheckpoint:
+    spec = SPECS[model.config.backbone]
+    return CellCheckpoint(model.config, crop, model.state_dict(), spec.mean, spec.std, **kwargs)
+
+
+def save_checkpoint(checkpoint: CellCheckpoint, path: str | Path, *, half: bool = True) -> Path:
+    state = {
+        k: v.detach().half() if half and v.is_floating_point() else v.detach() for k, v in checkpoint.state_dict.items()
+    }
+    payload = {
+        "format": FORMAT,
+        "config": checkpoint.config.as_dict(),
+        "crop": asdict(checkpoint.crop),
+        "mean": list(checkpoint.mean),
+        "std": list(checkpoint.std),
+        "schema": checkpoint.schema,
+        "stain": checkpoint.stain,
+        "atypicality": checkpoint.atypicality,
+        "metrics": checkpoint.metrics,
+        "train": checkpoint.train,
+        "extra": checkpoint.extra,
+        "state_dict": state,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> CellCheckpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        LeukolensError: missing, unreadable, or not a leukolens cell model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LeukolensError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a corrupt file
+        raise LeukolensError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise LeukolensError(f"{path}: not a leukolens cell-model checkpoint (expected format {FORMAT})")
+    return CellCheckpoint(
+        config=CellNetConfig.from_dict(payload["config"]),
+        crop=CropConfig(**payload["crop"]),
+        state_dict=payload["state_dict"],
+        mean=tuple(payload["mean"]),
+        std=tuple(payload["std"]),
+        schema=payload.get("schema"),
+        stain=payload.get("stain"),
+        atypicality=payload.get("atypicality"),
+        metrics=payload.get("metrics") or {},
+        train=payload.get("train") or {},
+        extra=payload.get("extra") or {},
+    )

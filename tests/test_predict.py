@@ -1,0 +1,123 @@
+"""Prediction from a checkpoint, as a user calls it: Python one-liner and `leukolens predict cells`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from leukolens.cli import main
+from leukolens.data.cells import CropConfig
+from leukolens.demo import sample_path
+from leukolens.io.common import LeukolensError
+from leukolens.models.atypicality import fit_scorer
+from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
+from leukolens.models.checkpoint import from_model, save_checkpoint
+from leukolens.predict import Predictor, default_checkpoint
+from leukolens.records import PBC_CLASSES, WBCATT_SCHEMA
+
+HEADS = tuple(AttributeSpec(a.name, a.values) for a in WBCATT_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained model at 64 px with a fitted atypicality scorer: fast, and exercises every code path."""
+    torch.manual_seed(0)
+    model = CellNet(CellNetConfig(PBC_CLASSES.names, HEADS), pretrained=False).eval()
+    rng = np.random.default_rng(0)
+    scorer = fit_scorer(rng.normal(size=(50, 1280)), rng.integers(0, 7, 50), components=8)
+    scorer.threshold = 0.5
+    checkpoint = from_model(
+        model, CropConfig(input_size=64, mode="image"), schema="wbcatt", atypicality=scorer.as_dict()
+    )
+    return save_checkpoint(checkpoint, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def _pbc_images():
+    return sorted((sample_path("pbc") / "test" / "images").glob("*.jpg"))
+
+
+def test_predictor_gives_class_attributes_and_atypicality(tiny_checkpoint):
+    predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    predictions = predictor.predict_files(_pbc_images())
+    assert len(predictions) == 7
+    first = predictions[0]
+    assert first.label in PBC_CLASSES.names and 0 < first.probability <= 1
+    assert sum(first.probabilities.values()) == pytest.approx(1, abs=1e-4)
+    assert set(first.attributes) == set(WBCATT_SCHEMA.names)
+    assert first.attributes["granule_type"].value in WBCATT_SCHEMA["granule_type"].values
+    assert first.atypicality is not None and first.atypical == (first.atypicality > 0.5)
+    assert first.as_dict()["verdict"] in ("typical", "atypical, review")
+
+
+def test_boxes_in_a_field_and_grayscale_images(tiny_checkpoint, tmp_path):
+    predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    field = Image.open(sample_path("bccd") / "BCCD" / "JPEGImages" / "BloodImage_00007.jpg")
+    predictions = predictor.predict(field, boxes=[(100, 100, 200, 200), (0, 0, 50, 50)])
+    assert len(predictions) == 2
+    gray = tmp_path / "gray.png"
+    Image.open(_pbc_images()[0]).convert("L").save(gray)
+    assert predictor.predict_files([gray])[0].label in PBC_CLASSES.names
+
+
+def test_unreadable_images_get_a_clear_error(tiny_checkpoint, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(LeukolensError, match="broken.jpg: cannot read image"):
+        Predictor.from_checkpoint(tiny_checkpoint).predict_files([broken])
+
+
+def test_predict_cells_command_prints_json_with_atypicality(tiny_checkpoint, capsys):
+    folder = sample_path("pbc") / "test" / "images"
+    assert main(["predict", "cells", str(folder), "--checkpoint", str(tiny_checkpoint), "--json", "-"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload) == 7
+    assert {"label", "probability", "attributes", "atypicality", "verdict"} <= set(payload[0])
+
+
+def test_predict_cells_command_errors(tiny_checkpoint, tmp_path, capsys):
+    assert main(["predict", "cells", str(tmp_path / "nothing"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["predict", "cells", str(_pbc_images()[0]), "--checkpoint", str(tmp_path / "x.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not default_checkpoint().is_file(), reason="no shipped cell model in this checkout")
+def test_shipped_model_names_the_bundled_cells():
+    predictions = Predictor.from_checkpoint().predict_files(_pbc_images())
+    truth = [p.name.split("_")[0] for p in _pbc_images()]
+    names = {
+        "BA": "Basophil",
+        "BNE": "Neutrophil",
+        "EO": "Eosinophil",
+        "ERB": "Erythroblast",
+        "IG": "Immature granulocyte",
+        "LY": "Lymphocyte",
+        "MO": "Monocyte",
+    }
+    assert [p.label for p in predictions] == [names[t] for t in truth]
+
+
+def test_onnx_and_torch_engines_agree(tiny_checkpoint):
+    pytest.importorskip("onnxruntime")
+    crops = np.stack([np.asarray(Image.open(p).convert("RGB").resize((64, 64))) for p in _pbc_images()])
+    fast = Predictor.from_checkpoint(tiny_checkpoint, engine="onnx").predict_crops(crops)
+    plain = Predictor.from_checkpoint(tiny_checkpoint, engine="torch").predict_crops(crops)
+    for a, b in zip(fast, plain):
+        assert a.label == b.label
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-4)
+        assert a.atypicality == pytest.approx(b.atypicality, abs=1e-3)
+
+
+def test_a_bad_file_does_not_stop_the_batch(tiny_checkpoint, tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (5, 7), (200, 100, 150)).save(tiny)  # far smaller than a cell crop: still predicted
+    code = main(["predict", "cells", str(_pbc_images()[0]), str(broken), str(tiny), "--checkpoint",
+                 str(tiny_checkpoint)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "skipped" in captured.err and "broken.jpg: cannot read image" in captured.err
+    assert captured.out.count(": ") >= 2 and "tiny.png" in captured.out
