@@ -255,3 +255,8 @@ def test_unknown_attribute_in_lld_writer_is_reported(tmp_path):
     dataset = Dataset([Field(tmp_path / "d.jpg", 100, 100, [cell])], LLD_CLASSES, LLD_SCHEMA)
     report = write_dataset(dataset, tmp_path / "o", format="lld")
     assert report.dropped["'unknown' attribute values written as code 2 (not assessed)"] == 6
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    atomic_write_text(tmp_path / "x.txt", "hello\n")
+    assert (tmp_path / "x.txt").stat().st_mode & 0o044 == 0o044  # not the private mode of a temporary file

@@ -28,6 +28,7 @@ class CellPredictions:
     embeddings: np.ndarray  # [cells, features]
     class_logits: np.ndarray  # [cells, classes]
     attribute_features: np.ndarray  # [cells, heads * 2 * hidden]: what each attribute head pooled
+    attribute_logits: dict[str, np.ndarray]  # name -> [cells, values]
 
 
 @torch.inference_mode()
@@ -46,6 +47,7 @@ def run_model(
     model.eval()
     class_probabilities, logits, embeddings, head_features = [], [], [], []
     attributes: dict[str, list] = {name: [] for name in model.attribute_heads}
+    attribute_logits: dict[str, list] = {name: [] for name in model.attribute_heads}
     starts = range(0, len(crops), batch_size)
     for start in progress(starts) if progress else starts:
         batch = torch.from_numpy(crops[start : start + batch_size])
@@ -58,6 +60,7 @@ def run_model(
             head_features.append(torch.cat(list(output.attribute_features.values()), dim=1).numpy())
         for name, values in output.attribute_logits.items():
             attributes[name].append(values.softmax(-1).numpy())
+            attribute_logits[name].append(values.numpy())
     width = len(model.config.classes)
     return CellPredictions(
         np.concatenate(class_probabilities) if class_probabilities else np.zeros((0, width)),
@@ -65,6 +68,7 @@ def run_model(
         np.concatenate(embeddings) if embeddings else np.zeros((0, 0)),
         np.concatenate(logits) if logits else np.zeros((0, width)),
         np.concatenate(head_features) if head_features else np.zeros((len(crops), 0)),
+        {name: np.concatenate(parts) for name, parts in attribute_logits.items() if parts},
     )
 
 

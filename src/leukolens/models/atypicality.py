@@ -3,9 +3,9 @@
 A classifier trained on normal cells forces a blast into the nearest normal class, often with high confidence. The
 score here asks a different question: is there anything in the training set that looks like this cell? Features
 are the model's own (the pooled backbone features, optionally with what each attribute head pooled), reduced by
-PCA fitted on training cells; the score is the mean distance to the ``k`` nearest training cells after
-normalising to unit length (deep nearest neighbours, Sun et al. 2022), or the Mahalanobis distance to the nearest
-class mean with the tied within-class covariance (Lee et al. 2018). The threshold is the ``quantile`` of
+an (uncentred) SVD fitted on training cells; the score is the mean distance to the ``k`` nearest training cells
+after normalising to unit length (deep nearest neighbours, Sun et al. 2022), or the Mahalanobis distance to the
+nearest class mean with the tied within-class covariance (Lee et al. 2018). The threshold is the ``quantile`` of
 validation scores of known cells, so about ``1 - quantile`` of normal cells get flagged. Everything fitted is
 stored as tensors in the checkpoint (float16 where large).
 """
@@ -30,7 +30,7 @@ class AtypicalityScorer:
     mean: np.ndarray  # [dim] feature mean before PCA
     components: np.ndarray  # [pcs, dim] PCA directions (scaled to whiten for Mahalanobis)
     bank: np.ndarray  # kNN: [cells, pcs] unit-normalised training cells; Mahalanobis: [classes, pcs] class means
-    k: int = 10
+    k: int = 50
     threshold: float = float("inf")
 
     def project(self, features: np.ndarray) -> np.ndarray:
@@ -107,30 +107,33 @@ def fit_scorer(
     *,
     method: str = "knn",
     which: str = "embedding",
-    components: int = 64,
-    k: int = 10,
+    components: int = 256,
+    k: int = 50,
     bank_size: int = 4000,
     seed: int = 0,
 ) -> AtypicalityScorer:
-    """Fit PCA on training features, then the kNN bank or the (whitened) class means."""
+    """Fit the projection on training features, then the kNN bank or the (whitened) class means."""
     if method not in METHODS:
         raise ValueError(f"unknown atypicality method {method!r}: use one of {METHODS}")
     features = np.asarray(features, dtype=np.float64)
-    mean = features.mean(axis=0)
-    centred = features - mean
-    if method == "mahalanobis":  # whiten with the within-class (tied) covariance, as Lee et al.
+    if method == "knn":
+        # No centring: the direction of the raw (non-negative) features is what deep kNN compares; centring
+        # first loses much of it (on held-out immature granulocytes, AUROC 0.75 centred against 0.86 not).
+        mean = np.zeros(features.shape[1])
+        _, _, vt = np.linalg.svd(features, full_matrices=False)
+        projection = vt[: min(components, vt.shape[0])]
+    else:  # Mahalanobis: whiten with the tied within-class covariance, as Lee et al.
+        mean = features.mean(axis=0)
         classes = np.unique(labels)
         class_means = np.stack([features[labels == c].mean(axis=0) for c in classes])
         centred = features - class_means[np.searchsorted(classes, labels)]
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    pcs = min(components, vt.shape[0])
-    projection = vt[:pcs]
-    if method == "mahalanobis":  # whiten, so that Euclidean distance is Mahalanobis distance
+        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+        pcs = min(components, vt.shape[0])
         scale = singular[:pcs] / np.sqrt(max(1, len(features) - 1))  # std along each component
-        projection = projection / (scale[:, None] + 1e-6)
-    scorer = AtypicalityScorer(
-        method, which, mean.astype(np.float32), projection.astype(np.float32), np.zeros((0, pcs), np.float32), k
-    )
+        projection = vt[:pcs] / (scale[:, None] + 1e-6)
+    pcs = projection.shape[0]
+    scorer = AtypicalityScorer(method, which, mean.astype(np.float32), projection.astype(np.float32),
+                               np.zeros((0, pcs), np.float32), k)
     projected = scorer.project(features.astype(np.float32))
     if method == "knn":
         if len(projected) > bank_size:  # keep the checkpoint small

@@ -86,14 +86,17 @@ class CellNet(nn.Module):
                 for a in config.attributes
             }
         )
+        # Temperatures that calibrate each head's probabilities, fitted on validation after training
+        # (Guo et al. 2017); 1 until then. Index 0 is the class head, then the attributes in order.
+        self.register_buffer("temperatures", torch.ones(1 + len(config.attributes)))
 
     def forward(self, images: torch.Tensor) -> CellOutput:
         features = self.backbone(images)  # [batch, channels, h, w]
         embedding = features.mean(dim=(2, 3))  # [batch, channels]
         heads = {name: head(features) for name, head in self.attribute_heads.items()}
         return CellOutput(
-            self.class_head(embedding),
-            {name: logits for name, (logits, _) in heads.items()},
+            self.class_head(embedding) / self.temperatures[0],
+            {name: logits / self.temperatures[i + 1] for i, (name, (logits, _)) in enumerate(heads.items())},
             embedding,
             {name: pooled for name, (_, pooled) in heads.items()},
         )

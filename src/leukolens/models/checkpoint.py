@@ -41,7 +41,9 @@ class CellCheckpoint:
     def build(self) -> CellNet:
         """The network with these weights, in eval mode."""
         model = CellNet(self.config, pretrained=False)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()})
+        state = {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
+        state.setdefault("temperatures", model.temperatures)  # checkpoints from before calibration existed
+        model.load_state_dict(state)
         return model.eval()
 
 

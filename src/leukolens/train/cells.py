@@ -346,12 +346,30 @@ def _stain(config: TrainCellsConfig, samples, crop: CropConfig):
     return normalizer_from_reference(stored), stored
 
 
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood of ``targets`` (a 1-D search, log-spaced)."""
+
+    def nll(t: float) -> float:
+        scaled = logits / t
+        scaled = scaled - scaled.max(axis=1, keepdims=True)
+        log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
+        return float(-log_probabilities[np.arange(len(targets)), targets].mean())
+
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 61))
+    best = min(grid, key=nll)
+    fine = best * np.exp(np.linspace(-0.06, 0.06, 25))
+    return float(min(fine, key=nll))
+
+
 def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str], None] = print) -> dict:
-    """Fit the atypicality scorer on the training cells, calibrate it on validation, store it in the checkpoint."""
+    """After training: calibrate each head's probabilities with a temperature fitted on validation cells, fit the
+    atypicality scorer on the training cells and set its threshold on validation; store both in the checkpoint."""
+    from leukolens.data.cells import IGNORE
     from leukolens.models.atypicality import fit_scorer, select_features
 
     checkpoint = load_checkpoint(path)
     model = checkpoint.build().to(memory_format=torch.channels_last)
+    model.temperatures.fill_(1.0)  # fit on the raw logits
     dataset = read_dataset(config.data, log=ProblemLog())
     classes, attributes = checkpoint.config.classes, checkpoint.config.attributes
     stain = None
@@ -387,6 +405,13 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
             select_features(output.embeddings, output.attribute_features, config.atypicality_features),
             np.array([s.label for s in samples]),
         )
+        if split == config.val_split:
+            temperatures = [fit_temperature(output.class_logits, features[split][1])]
+            for i, attribute in enumerate(attributes):
+                targets = np.array([s.attributes[i] for s in samples])
+                known = targets != IGNORE
+                logits = output.attribute_logits[attribute.name][known]
+                temperatures.append(fit_temperature(logits, targets[known]) if known.any() else 1.0)
     scorer = fit_scorer(
         *features[config.train_split],
         method=config.atypicality_method,
@@ -395,7 +420,10 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
     )
     threshold = scorer.calibrate(features[config.val_split][0])
     checkpoint.atypicality = scorer.as_dict()
+    checkpoint.state_dict["temperatures"] = torch.tensor(temperatures)
     save_checkpoint(checkpoint, path)
+    log(f"calibration: class temperature {temperatures[0]:.2f}, attribute temperatures "
+        + ", ".join(f"{t:.2f}" for t in temperatures[1:]))
     log(
         f"atypicality ({config.atypicality_method} on {config.atypicality_features}): threshold {threshold:.3f} "
         "flags 5% of validation cells"
