@@ -14,11 +14,17 @@ import re
 import sys
 from pathlib import Path
 
-from benchmarks import cells, io_speed, synth_realism, synth_speed
+from benchmarks import cells, detector, io_speed, synth_realism, synth_speed
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
-BENCHMARKS = {"io": io_speed.run, "synth": synth_speed.run, "realism": synth_realism.run, "cells": cells.run}
+BENCHMARKS = {
+    "io": io_speed.run,
+    "synth": synth_speed.run,
+    "realism": synth_realism.run,
+    "cells": cells.run,
+    "detector": detector.run,
+}
 HEADER = """# Benchmarks
 
 Each section is written by `make bench` (or `make bench BENCH=NAME`) from `benchmarks/`; edit the code, not the

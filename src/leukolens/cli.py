@@ -257,6 +257,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     config = TrainDetectorConfig(
         data=args.data,
         extra_data=tuple(args.extra_data or ()),
+        extra_classes=tuple(args.extra_classes or ()),
         out=args.out,
         backbone=args.backbone,
         input_size=args.input_size,
@@ -324,6 +325,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         detector=args.detector,
         cells=args.cells,
         overlays=not args.no_overlays,
+        threshold=args.threshold,
         log=lambda message: print(message, file=sys.stderr),
         progress=partial(tqdm, desc="analysing", unit="batch", leave=False, disable=None, file=sys.stderr),
     )
@@ -447,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_detector_parser.add_argument(
         "--extra-data", nargs="*", help="more data sets whose train splits join training (sources of --data left out)"
     )
+    train_detector_parser.add_argument(
+        "--extra-classes", nargs="*", help="classes the extra data sets teach (default: all), e.g. WBC Platelets"
+    )
     train_detector_parser.add_argument("--out", default="out/detector", help="folder for best.pt and last.pt")
     train_detector_parser.add_argument(
         "--backbone", default="efficientnet_lite0", choices=("efficientnet_lite0", "mobilenet_v2")
@@ -541,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", default="out/analyze", help="output folder (default out/analyze)")
     analyze.add_argument("--detector", help="detector checkpoint (default: the shipped one)")
     analyze.add_argument("--cells", help="cell-model checkpoint (default: the shipped one)")
+    analyze.add_argument("--threshold", type=float, help="detector score threshold (default: the checkpoint's)")
     analyze.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
     analyze.set_defaults(run=cmd_analyze)
     return parser

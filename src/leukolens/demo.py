@@ -36,4 +36,19 @@ def run_demo(out: Path) -> dict[str, Path]:
             save_png(draw_field(field, dataset.classes, schema=dataset.schema), folder / f"{field.id}.png")
         print(f"drew {len(dataset):,} fields with their labels to {folder}\n")
         drawn[name] = folder
+    drawn["analyze"] = run_analyze_demo(out / "analyze")
     return drawn
+
+
+def run_analyze_demo(out: Path) -> Path | None:
+    """The main job on the bundled BCCD fields with the shipped weights: cells found, typed, described, counted."""
+    from leukolens.analyze import analyze, format_summary
+    from leukolens.detect import default_detector
+
+    if not default_detector().is_file():
+        print(f"no shipped detector at {default_detector()}: skipping `leukolens analyze` (make weights-detector)")
+        return None
+    fields = sample_path("bccd") / "BCCD" / "JPEGImages"
+    print(f"leukolens analyze {fields} --out {out}")
+    print(format_summary(analyze([fields], out=out), out))
+    return out

@@ -1,0 +1,372 @@
+"""Training the field detector on CPU: fields decoded once, random windows, a step budget, atomic checkpoints.
+
+Every field is decoded and letterboxed (longer side ``input_size``) once and kept in memory. A training sample is a
+random square window of a field at a random zoom, flipped and turned, with stain and colour jitter: the network is
+fully convolutional, so it trains on windows and runs on whole fields. An epoch is a fixed number of steps; each
+ends with a validation pass on whole fields (COCO mAP50), the best kept as ``best.pt`` (float16, with the input
+size, normalisation, classes and counting threshold inside), the latest as ``last.pt`` with the optimiser for
+``--resume``.
+
+Extra data sets (``extra_data``) add their training fields; a field whose source the primary data set also has
+(TXL-PBC re-annotates BCCD's images) is left out, so that no image appears twice with two different labellings and
+no primary validation or test image leaks into training. ``extra_classes`` limits what the extra fields teach: TXL-PBC
+boxes every red cell (23 a BCCD field in its re-annotation) where BCCD boxes about half (11.6), so with
+``extra_classes=("WBC", "Platelets")`` red cells are learnt from BCCD's convention only (the extra fields' red-cell
+channel is neither trained towards boxes nor away from them).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from leukolens.data.augment import hed_jitter, normalize
+from leukolens.data.fields import FieldArrays, FieldAugmentConfig, augment_field, letterbox, load_field_arrays
+from leukolens.eval.detection import evaluate_detections
+from leukolens.io import ProblemLog, read_dataset
+from leukolens.io.common import LeukolensError
+from leukolens.losses.detection import annotated_mask, centernet_targets, detection_loss
+from leukolens.models.backbones import SPECS
+from leukolens.models.detector import (
+    CenterNet,
+    Detections,
+    DetectorConfig,
+    PeakOutputs,
+    checkpoint_from_model,
+    decode,
+    load_detector,
+    save_detector,
+)
+from leukolens.records import BLOOD_CELLS, Field, Vocabulary, known_vocabulary
+
+
+@dataclass
+class TrainDetectorConfig:
+    data: str
+    extra_data: tuple[str, ...] = ()
+    extra_classes: tuple[str, ...] = ()  # classes the extra data teaches (empty: all); see train_detector
+    out: str = "out/detector"
+    backbone: str = "efficientnet_lite0"
+    input_size: int = 512  # longer side of a field in input pixels
+    stride: int = 8  # 4 is finer for platelets but trains 1.7x slower on CPU (docs/detector.md)
+    neck_channels: int = 64
+    epochs: int = 20
+    steps_per_epoch: int = 60
+    batch_size: int = 8
+    lr: float = 2e-3
+    backbone_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    freeze_blocks: int = 1  # the stem and the first block keep their ImageNet weights
+    primary_weight: float = 0.5  # share of each batch drawn from the primary data set when extra data is given
+    max_minutes: float = 0.0  # stop after this long (0: no limit); the cosine schedule shortens to fit
+    val_fields: int = 0  # validate on at most this many primary fields (0: all)
+    extra_val_fields: int = 40  # and this many from the extra data sets' val splits
+    seed: int = 0
+    threads: int = 0  # torch threads (0: torch's default, one per core)
+    augment: FieldAugmentConfig = field(default_factory=FieldAugmentConfig)
+
+
+def _progress(description: str):
+    return lambda iterable: tqdm(iterable, desc=description, leave=False, disable=None, file=sys.stderr)
+
+
+def _freeze(model: CenterNet, blocks: int) -> None:
+    frozen = [model.taps.stem] + ([model.taps.stages[0]] if blocks >= 1 else [])
+    for module in frozen:
+        module.eval()
+        for parameter in module.parameters():
+            parameter.requires_grad = False
+    model._frozen_modules = frozen
+
+
+def _train_mode(model: CenterNet) -> None:
+    model.train()
+    for module in getattr(model, "_frozen_modules", []):
+        module.eval()
+
+
+def _every(fields: list[Field], limit: int) -> list[Field]:
+    """At most ``limit`` fields, evenly spread (all when ``limit`` is 0)."""
+    if not limit or len(fields) <= limit:
+        return fields
+    return [fields[i] for i in np.linspace(0, len(fields) - 1, limit).round().astype(int)]
+
+
+def training_fields(config: TrainDetectorConfig, log: Callable[[str], None]):
+    """(classes, primary train, extra train, validation sets by name)."""
+    primary = read_dataset(config.data, log=ProblemLog())
+    classes = known_vocabulary(primary.classes.names, "detector")
+    train = primary.splits.get("train", [])
+    val = {Path(config.data).name: _every(primary.splits.get("val", []), config.val_fields)}
+    if not train or not next(iter(val.values())):
+        raise LeukolensError(f"{config.data}: needs fields in both the 'train' and 'val' splits")
+    sources = {f.domain.source for f in primary.fields}
+    extra: list[Field] = []
+    for path in config.extra_data:
+        dataset = read_dataset(path, log=ProblemLog())
+        if not set(classes.names) & set(dataset.classes.names):
+            raise LeukolensError(f"{path}: shares no class with {config.data} ({', '.join(classes.names)})")
+        kept = [f for f in dataset.splits.get("train", []) if f.domain.source not in sources]
+        log(f"{path}: {len(kept)} training fields (left out {len(dataset.splits.get('train', [])) - len(kept)} "
+            f"from sources the primary data set has: {', '.join(sorted(s for s in sources if s))})")
+        extra.extend(kept)
+        val_fields = [f for f in dataset.splits.get("val", []) if f.domain.source not in sources]
+        if config.extra_val_fields and val_fields:
+            val[Path(path).name] = _every(val_fields, config.extra_val_fields)
+    return classes, train, extra, val
+
+
+def make_batch(
+    samples: list[FieldArrays],
+    config: TrainDetectorConfig,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    mean,
+    std,
+) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]:
+    """Augmented, normalised windows ``[batch, 3, window, window]`` with their boxes, labels and annotated regions
+    (None for a fully annotated field)."""
+    images, boxes, labels, regions = [], [], [], []
+    for sample in samples:
+        image, b, lab, region = augment_field(sample, config.augment, rng)
+        images.append(image)
+        boxes.append(b)
+        labels.append(lab)
+        regions.append(region)
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255  # [batch, 3, window, window]
+    a = config.augment
+    if a.stain_sigma:
+        batch = hed_jitter(batch, a.stain_sigma, generator)
+    n = len(samples)
+
+    def factors(amount: float) -> torch.Tensor:
+        return 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * amount
+
+    if a.brightness:
+        batch = batch * factors(a.brightness)
+    if a.contrast:
+        level = batch.mean(dim=(1, 2, 3), keepdim=True)
+        batch = (batch - level) * factors(a.contrast) + level
+    if a.saturation:
+        gray = batch.mean(dim=1, keepdim=True)
+        batch = (batch - gray) * factors(a.saturation) + gray
+    return normalize(batch.clamp(0, 1), mean, std), boxes, labels, regions
+
+
+@torch.inference_mode()
+def detect_arrays(model: CenterNet, fields: list[Field], input_size: int, mean, std) -> list[Detections]:
+    """Detections in original pixels for whole fields, with the network in eval mode (validation)."""
+    from leukolens.data.cells import load_image
+
+    was_training = model.training
+    network = PeakOutputs(model.eval())
+    out = []
+    for f in fields:
+        canvas, _, box = letterbox(load_image(f.image), size=input_size)
+        x = normalize(torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255, mean, std)
+        peaks, size, offset = (o.numpy() for o in network(x.contiguous(memory_format=torch.channels_last)))
+        found = decode(peaks, size, offset, stride=model.config.stride)[0]
+        out.append(Detections(box.to_original(found.boxes), found.scores, found.labels))
+    if was_training:
+        _train_mode(model)
+    return out
+
+
+def choose_threshold(fields: list[Field], detections: list[Detections], classes: Vocabulary) -> float:
+    """The score threshold whose counts per field are closest to the truth (summed MAE over classes)."""
+    best, best_error = 0.3, math.inf
+    for threshold in np.arange(0.1, 0.71, 0.05):
+        error = 0.0
+        for k, name in enumerate(classes.names):
+            true = np.array([sum(c.label == name for c in f.cells) for f in fields])
+            found = np.array([int(((d.labels == k) & (d.scores >= threshold)).sum()) for d in detections])
+            error += np.abs(found - true).mean()
+        if error < best_error - 1e-9:
+            best, best_error = float(round(threshold, 2)), error
+    return best
+
+
+def train_one_epoch(model, optimizer, scheduler, pools, weights, config, rng, generator, mean, std, progress,
+                    deadline) -> dict:
+    """``steps_per_epoch`` steps; batches drawn from the pools of fields with the given weights."""
+    _train_mode(model)
+    totals: dict[str, float] = {}
+    steps = range(config.steps_per_epoch)
+    bar = progress(steps) if progress else steps
+    done = 0
+    for _ in bar:
+        which = rng.choice(len(pools), size=config.batch_size, p=weights)
+        samples = [pools[p][int(rng.integers(len(pools[p])))] for p in which]
+        images, boxes, labels, regions = make_batch(samples, config, rng, generator, mean, std)
+        output = model(images.contiguous(memory_format=torch.channels_last))
+        targets = centernet_targets(
+            boxes,
+            labels,
+            num_classes=len(model.config.classes),
+            output_size=tuple(output.heatmap.shape[-2:]),
+            stride=model.config.stride,
+        )
+        taught = None
+        if any(sample.taught is not None for sample in samples):
+            every = np.ones(len(model.config.classes), np.float32)
+            taught = torch.from_numpy(np.stack([every if s.taught is None else s.taught.astype(np.float32)
+                                                for s in samples]))  # [batch, classes]
+        annotated = None
+        if any(r is not None for r in regions):  # sparsely annotated fields: the rest of the field is not negative
+            annotated = annotated_mask(
+                regions, output_size=tuple(output.heatmap.shape[-2:]), stride=model.config.stride
+            )
+        parts = detection_loss(output, targets, taught=taught, annotated=annotated)
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        scheduler.step()
+        done += 1
+        for name, value in parts.items():
+            totals[name] = totals.get(name, 0.0) + value.item()
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{totals['total'] / done:.3f}")
+        if deadline is not None and time.time() > deadline:
+            break
+    return {name: value / max(1, done) for name, value in totals.items()}
+
+
+def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Train a detector; returns the path of the best checkpoint."""
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    out = Path(config.out)
+    classes, train, extra, val = training_fields(config, log)
+    if classes.names != BLOOD_CELLS.names:
+        log(f"classes: {', '.join(classes.names)}")
+    size = config.input_size
+    pools = [load_field_arrays(train, classes, size=size, progress=_progress("decoding train fields"))]
+    weights = [1.0]
+    if extra:
+        unknown = set(config.extra_classes) - set(classes.names)
+        if unknown:
+            raise LeukolensError(f"--extra-classes names classes the detector does not have: {sorted(unknown)}")
+        pools.append(
+            load_field_arrays(
+                extra, classes, size=size, taught=config.extra_classes, progress=_progress("decoding extra fields")
+            )
+        )
+        weights = [config.primary_weight, 1 - config.primary_weight]
+    weights = list(np.array(weights) / np.sum(weights))
+    log(
+        f"training on {sum(len(p) for p in pools):,} fields ({', '.join(str(len(p)) for p in pools)}), validating on "
+        + ", ".join(f"{name} {len(fields)}" for name, fields in val.items())
+        + f"; windows {config.augment.window} px of fields at {size} px, batch {config.batch_size}"
+    )
+    spec = SPECS[config.backbone]
+    model = CenterNet(
+        DetectorConfig(classes.names, config.backbone, config.neck_channels, config.stride), pretrained=True
+    )
+    _freeze(model, config.freeze_blocks)
+    model = model.to(memory_format=torch.channels_last)
+    backbone = [p for p in model.taps.parameters() if p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("taps.")]
+    optimizer = torch.optim.AdamW(
+        [{"params": backbone, "lr": config.backbone_lr}, {"params": rest, "lr": config.lr}],
+        weight_decay=config.weight_decay,
+    )
+    total_steps = max(1, config.steps_per_epoch * config.epochs)
+    warmup = min(100, total_steps // 10)
+    horizon = [total_steps]  # shortened when the time budget will end training early
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, horizon[0] - warmup))))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    start_epoch, best_score, history = 0, -1.0, []
+    if resume and (out / "last.pt").is_file():
+        last = load_detector(out / "last.pt")
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in last.state_dict.items()})
+        optimizer.load_state_dict(last.extra["optimizer"])
+        scheduler.load_state_dict(last.extra["scheduler"])
+        start_epoch, best_score, history = last.extra["epoch"] + 1, last.extra["best_score"], last.extra["history"]
+        horizon[0] = last.extra.get("horizon", total_steps)
+        rng = np.random.default_rng(config.seed + start_epoch)
+        log(f"resuming after epoch {start_epoch} (best score so far {best_score:.4f})")
+    started = time.time() - 60 * (history[-1]["minutes"] if history else 0.0)
+    deadline = started + 60 * config.max_minutes if config.max_minutes else None
+    for epoch in range(start_epoch, config.epochs):
+        losses = train_one_epoch(
+            model, optimizer, scheduler, pools, weights, config, rng, generator, spec.mean, spec.std,
+            _progress(f"epoch {epoch + 1}"), deadline,
+        )
+        train_minutes = (time.time() - started) / 60
+        metrics, scores, detections = {}, [], {}
+        for name, fields in val.items():
+            detections[name] = detect_arrays(model, fields, size, spec.mean, spec.std)
+            metrics[name] = evaluate_detections(fields, detections[name], classes, threshold=0.3)
+            scored = classes.names if name == next(iter(val)) or not config.extra_classes else config.extra_classes
+            # An extra data set scores only the classes it teaches.
+            scores.append(float(np.mean([metrics[name]["per_class"][c]["AP50"] or 0.0 for c in scored])))
+        score = float(np.mean(scores))
+        primary_name = next(iter(val))
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "minutes": round((time.time() - started) / 60, 2),
+                "train_minutes": round(train_minutes, 2),
+                **{k: round(v, 4) for k, v in losses.items()},
+                **{f"val_mAP50/{n}": round(m["mAP50"] or 0.0, 4) for n, m in metrics.items()},
+                f"val_mAP/{primary_name}": round(metrics[primary_name]["mAP"] or 0.0, 4),
+            }
+        )
+        improved = score > best_score
+        log(
+            f"epoch {epoch + 1}/{config.epochs} ({history[-1]['minutes']:.1f} min): loss {losses['total']:.3f}, "
+            + ", ".join(
+                f"{n} mAP50 {m['mAP50']:.4f} ({classes.names[0]} {m['per_class'][classes.names[0]]['AP50'] or 0:.3f})"
+                for n, m in metrics.items()
+            )
+            + (" (best)" if improved else "")
+        )
+        record = {**asdict(config), "history": history}
+        if improved:
+            best_score = score
+            threshold = choose_threshold(val[primary_name], detections[primary_name], classes)
+            save_detector(
+                checkpoint_from_model(
+                    model, input_size=size, score_threshold=threshold, metrics={"val": metrics}, train=record
+                ),
+                out / "best.pt",
+            )
+        extra_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "best_score": best_score,
+            "history": history,
+            "horizon": horizon[0],
+        }
+        save_detector(
+            checkpoint_from_model(model, input_size=size, train=record, extra=extra_state), out / "last.pt", half=False
+        )
+        last_epoch = config.epochs
+        if config.max_minutes:
+            per_epoch = history[-1]["minutes"] / len(history)
+            room = int((config.max_minutes - history[-1]["minutes"]) / per_epoch) if per_epoch > 0 else 0
+            last_epoch = max(epoch + 1, min(config.epochs, epoch + 1 + room))
+            horizon[0] = max(scheduler.last_epoch + 1, last_epoch * config.steps_per_epoch)
+        if epoch + 1 >= last_epoch or (deadline is not None and time.time() > deadline):
+            if last_epoch < config.epochs:
+                log(f"the time budget of {config.max_minutes} minutes allows no further epoch")
+            break
+    return out / "best.pt"

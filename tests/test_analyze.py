@@ -1,0 +1,152 @@
+"""`leukolens analyze` end to end on bundled BCCD fields, with tiny untrained models: what a user gets on disk."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from leukolens.analyze import analyze
+from leukolens.cli import main
+from leukolens.data.cells import CropConfig
+from leukolens.demo import sample_path
+from leukolens.io.common import LeukolensError
+from leukolens.models.atypicality import fit_scorer
+from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
+from leukolens.models.checkpoint import from_model, save_checkpoint
+from leukolens.models.detector import CenterNet, DetectorConfig, checkpoint_from_model, save_detector
+from leukolens.records import BLOOD_CELLS, PBC_CLASSES, WBCATT_SCHEMA
+
+FIELDS = ("BloodImage_00007.jpg", "BloodImage_00015.jpg")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _private_onnx_cache(tmp_path_factory):
+    """ONNX exports of the tiny models go to a folder of this module's own, made once."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LEUKOLENS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+    """Untrained, 64 px input, heads set so that every output cell is a WBC peak (48 per field) with a real box:
+    the cell model always runs."""
+    torch.manual_seed(0)
+    model = CenterNet(DetectorConfig(BLOOD_CELLS.names, neck_channels=16), pretrained=False).eval()
+    with torch.no_grad():
+        model.heatmap[-1].weight.zero_()
+        model.heatmap[-1].bias.copy_(torch.tensor([3.0, -10.0, -10.0]))
+        model.size[-1].weight.zero_()
+        model.size[-1].bias.fill_(2.0)  # 2 output cells: 16 input px, 160 px of a 640 px field
+        model.offset[-1].weight.zero_()
+        model.offset[-1].bias.fill_(0.5)  # centres mid-cell: the 6 x 8 cells over the field, none in the padding
+    checkpoint = checkpoint_from_model(model, input_size=64, score_threshold=0.5)
+    return save_detector(checkpoint, tmp_path_factory.mktemp("detector") / "tiny-detector.pt")
+
+
+@pytest.fixture(scope="module")
+def tiny_cells(tmp_path_factory):
+    torch.manual_seed(0)
+    heads = tuple(AttributeSpec(a.name, a.values) for a in WBCATT_SCHEMA)
+    model = CellNet(CellNetConfig(PBC_CLASSES.names, heads), pretrained=False).eval()
+    scorer = fit_scorer(np.random.default_rng(0).normal(size=(50, 1280)), np.arange(50) % 7, components=8)
+    scorer.threshold = 0.5
+    checkpoint = from_model(model, CropConfig(input_size=64, mode="image"), schema="wbcatt",
+                            atypicality=scorer.as_dict())
+    return save_checkpoint(checkpoint, tmp_path_factory.mktemp("cells") / "tiny-cells.pt")
+
+
+def _sample_folder(tmp_path):
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    for name in FIELDS:
+        shutil.copy(sample_path("bccd") / "BCCD" / "JPEGImages" / name, folder / name)
+    return folder
+
+
+def test_analyze_writes_json_and_overlay_per_field_and_a_summary(tmp_path, tiny_detector, tiny_cells):
+    out = tmp_path / "out"
+    summary = analyze([_sample_folder(tmp_path)], out=out, detector=tiny_detector, cells=tiny_cells, log=print)
+    for name in FIELDS:
+        stem = name.rsplit(".", 1)[0]
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert record["width"] == 640 and record["height"] == 480
+        assert record["counts"] == {"WBC": 48}
+        cell = record["cells"][0]
+        assert cell["detector_class"] == "WBC" and 0.5 <= cell["detector_score"] <= 1
+        x1, y1, x2, y2 = cell["box_xyxy"]
+        assert 0 <= x1 <= x2 <= 640 and 0 <= y1 <= y2 <= 480
+        assert cell["type"] in PBC_CLASSES.names
+        assert sum(cell["type_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+        assert set(cell["attributes"]) == set(WBCATT_SCHEMA.names)
+        assert {"value", "probability", "probabilities"} <= set(cell["attributes"]["cell_size"])
+        assert cell["verdict"] in ("typical", "atypical, review") and cell["atypicality"] is not None
+        assert Image.open(out / f"{stem}.png").size[1] == 480
+    written = json.loads((out / "summary.json").read_text())
+    assert written == summary
+    assert summary["fields_read"] == 2 and summary["fields_skipped"] == []
+    assert summary["wbc_typed"] == 96
+    assert sum(v["count"] for v in summary["differential"].values()) == 96
+    assert sum(v["percent"] for v in summary["differential"].values()) == pytest.approx(100, abs=0.5)
+
+
+def test_a_corrupt_and_a_grayscale_field_do_not_stop_the_sample(tmp_path, tiny_detector, tiny_cells, capsys):
+    folder = _sample_folder(tmp_path)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    Image.open(folder / FIELDS[0]).convert("L").save(folder / "gray.png")
+    code = main(["analyze", str(folder), "--out", str(tmp_path / "out"), "--detector", str(tiny_detector),
+                 "--cells", str(tiny_cells)])
+    captured = capsys.readouterr()
+    assert code == 1  # some fields were skipped
+    assert "broken.jpg: cannot read image" in captured.err
+    assert "3 fields read, 1 skipped" in captured.out and "WBC differential (144 cells typed)" in captured.out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [s["image"].endswith("broken.jpg") for s in summary["fields_skipped"]] == [True]
+    assert json.loads((tmp_path / "out" / "gray.json").read_text())["notes"] == ["converted from L to RGB"]
+
+
+def test_a_huge_image_is_refused_with_a_reason(tmp_path, tiny_detector, tiny_cells):
+    folder = _sample_folder(tmp_path)
+    Image.new("RGB", (9000, 10), (255, 255, 255)).save(folder / "huge.png")
+    summary = analyze([folder], out=tmp_path / "out", detector=tiny_detector, cells=tiny_cells, log=print)
+    (skipped,) = summary["fields_skipped"]
+    assert "9000x10 px, larger than a microscope field" in skipped["reason"]
+    assert summary["fields_read"] == 2
+
+
+def test_an_empty_folder_is_a_clear_error(tmp_path, tiny_detector, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LeukolensError, match="no images found in"):
+        analyze([tmp_path / "empty"], out=tmp_path / "out", detector=tiny_detector)
+    assert main(["analyze", str(tmp_path / "empty"), "--detector", str(tiny_detector)]) == 2
+    assert capsys.readouterr().err.startswith("leukolens: error: no images found in")
+
+
+def test_without_a_cell_model_the_cells_are_still_found(tmp_path, tiny_detector, monkeypatch):
+    import leukolens.predict
+
+    monkeypatch.setattr(leukolens.predict, "default_checkpoint", lambda: tmp_path / "absent.pt")
+    messages = []
+    summary = analyze([_sample_folder(tmp_path)], out=tmp_path / "out", detector=tiny_detector, log=messages.append)
+    assert "no shipped cell model" in messages[0]
+    assert summary["cells_found"] == {"WBC": 96} and summary["wbc_typed"] == 0
+    record = json.loads((tmp_path / "out" / "BloodImage_00007.json").read_text())
+    assert "type" not in record["cells"][0] and "no shipped cell model" in record["notes"][0]
+
+
+def test_detect_and_eval_detector_commands(tmp_path, tiny_detector, capsys):
+    folder = sample_path("bccd")
+    assert main(["detect", str(folder / "BCCD" / "JPEGImages" / FIELDS[0]), "--checkpoint", str(tiny_detector),
+                 "--json", str(tmp_path / "d.json")]) == 0
+    assert "WBC 48, RBC 0, Platelets 0" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "d.json").read_text())["fields"][0]["cells"]) == 48
+    assert main(["eval", "detector", "--checkpoint", str(tiny_detector), "--data", str(folder), "--json",
+                 str(tmp_path / "e.json"), "--results", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["fields"] == 6 and set(report["per_class"]) == set(BLOOD_CELLS.names)
+    assert 0 <= report["mAP50"] <= 1 and report["counting"]["WBC"]["mae"] > 0
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert {"image_id", "category_id", "bbox", "score", "file_name"} <= set(results[0])
