@@ -132,8 +132,9 @@ def fit_scorer(
         scale = singular[:pcs] / np.sqrt(max(1, len(features) - 1))  # std along each component
         projection = vt[:pcs] / (scale[:, None] + 1e-6)
     pcs = projection.shape[0]
-    scorer = AtypicalityScorer(method, which, mean.astype(np.float32), projection.astype(np.float32),
-                               np.zeros((0, pcs), np.float32), k)
+    scorer = AtypicalityScorer(
+        method, which, mean.astype(np.float32), projection.astype(np.float32), np.zeros((0, pcs), np.float32), k
+    )
     projected = scorer.project(features.astype(np.float32))
     if method == "knn":
         if len(projected) > bank_size:  # keep the checkpoint small

@@ -8,16 +8,15 @@ float32. Files are written atomically.
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from leukolens.data.cells import CropConfig
-from leukolens.io.common import LeukolensError, atomic_write_bytes
 from leukolens.models.backbones import SPECS
 from leukolens.models.cellnet import CellNet, CellNetConfig
+from leukolens.models.serialize import read_payload, write_payload
 
 FORMAT = "leukolens-cellnet/1"
 
@@ -53,9 +52,6 @@ def from_model(model: CellNet, crop: CropConfig, **kwargs) -> CellCheckpoint:
 
 
 def save_checkpoint(checkpoint: CellCheckpoint, path: str | Path, *, half: bool = True) -> Path:
-    state = {
-        k: v.detach().half() if half and v.is_floating_point() else v.detach() for k, v in checkpoint.state_dict.items()
-    }
     payload = {
         "format": FORMAT,
         "config": checkpoint.config.as_dict(),
@@ -68,12 +64,8 @@ def save_checkpoint(checkpoint: CellCheckpoint, path: str | Path, *, half: bool 
         "metrics": checkpoint.metrics,
         "train": checkpoint.train,
         "extra": checkpoint.extra,
-        "state_dict": state,
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    return write_payload(path, payload, checkpoint.state_dict, half=half)
 
 
 def load_checkpoint(path: str | Path) -> CellCheckpoint:
@@ -82,15 +74,7 @@ def load_checkpoint(path: str | Path) -> CellCheckpoint:
     Raises:
         LeukolensError: missing, unreadable, or not a leukolens cell model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise LeukolensError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for a corrupt file
-        raise LeukolensError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise LeukolensError(f"{path}: not a leukolens cell-model checkpoint (expected format {FORMAT})")
+    payload = read_payload(path, format=FORMAT, missing="checkpoint not found", kind="cell-model")
     return CellCheckpoint(
         config=CellNetConfig.from_dict(payload["config"]),
         crop=CropConfig(**payload["crop"]),

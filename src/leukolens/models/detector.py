@@ -16,7 +16,6 @@ score threshold for counting, and the metrics reached, so loading one needs noth
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leukolens.io.common import LeukolensError, atomic_write_bytes
+from leukolens.io.common import LeukolensError
 from leukolens.models.backbones import SPECS, build_backbone
+from leukolens.models.serialize import read_payload, write_payload
 
 FORMAT = "leukolens-detector/1"
 HEATMAP_PRIOR = 0.1  # initial heatmap probability, so the focal loss starts small (CenterNet's -2.19 bias)
@@ -245,9 +245,6 @@ def checkpoint_from_model(model: CenterNet, **kwargs) -> DetectorCheckpoint:
 
 def save_detector(checkpoint: DetectorCheckpoint, path: str | Path, *, half: bool = True) -> Path:
     """Write atomically; float weights in float16 when ``half`` (the shipped file stays small)."""
-    state = {
-        k: v.detach().half() if half and v.is_floating_point() else v.detach() for k, v in checkpoint.state_dict.items()
-    }
     payload = {
         "format": FORMAT,
         "config": checkpoint.config.as_dict(),
@@ -258,12 +255,8 @@ def save_detector(checkpoint: DetectorCheckpoint, path: str | Path, *, half: boo
         "metrics": checkpoint.metrics,
         "train": checkpoint.train,
         "extra": checkpoint.extra,
-        "state_dict": state,
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    return write_payload(path, payload, checkpoint.state_dict, half=half)
 
 
 def load_detector(path: str | Path) -> DetectorCheckpoint:
@@ -272,15 +265,7 @@ def load_detector(path: str | Path) -> DetectorCheckpoint:
     Raises:
         LeukolensError: missing, unreadable, or not a leukolens detector.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise LeukolensError(f"{path}: detector checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for a corrupt file
-        raise LeukolensError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise LeukolensError(f"{path}: not a leukolens detector checkpoint (expected format {FORMAT})")
+    payload = read_payload(path, format=FORMAT, missing="detector checkpoint not found", kind="detector")
     return DetectorCheckpoint(
         config=DetectorConfig.from_dict(payload["config"]),
         state_dict=payload["state_dict"],
