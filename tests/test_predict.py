@@ -121,3 +121,28 @@ def test_a_bad_file_does_not_stop_the_batch(tiny_checkpoint, tmp_path, capsys):
     assert code == 1
     assert "skipped" in captured.err and "broken.jpg: cannot read image" in captured.err
     assert captured.out.count(": ") >= 2 and "tiny.png" in captured.out
+
+
+def test_match_stain_brings_a_recoloured_cell_back_to_the_training_colours(tmp_path):
+    """A PBC cell tinted as if from another stain: with ``match_stain`` the model sees colours close to the
+    training cells' again, and still names the cell; a checkpoint without statistics refuses clearly."""
+    path = next(p for p in _pbc_images() if p.name.startswith("LY"))
+    image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    tinted = np.clip(image * np.array([0.75, 0.95, 1.2]) + np.array([0, 10, -20]), 0, 255).astype(np.uint8)
+    tinted_path = tmp_path / "tinted.png"
+    Image.fromarray(tinted).save(tinted_path)
+    plain = Predictor.from_checkpoint()
+    matched = Predictor.from_checkpoint(match_stain=True)
+    reference = np.asarray(plain.crop(Image.open(path).convert("RGB")), dtype=np.float32)
+    before = np.asarray(plain.crop(Image.open(tinted_path)), dtype=np.float32)
+    after = np.asarray(matched.crop(Image.open(tinted_path)), dtype=np.float32)
+    # Mean colour distance to the untinted cell shrinks once the tint is matched away.
+    assert np.abs(after.mean((0, 1)) - reference.mean((0, 1))).sum() < 0.5 * np.abs(
+        before.mean((0, 1)) - reference.mean((0, 1))
+    ).sum()
+    assert matched.predict_files([tinted_path])[0].label == "Lymphocyte"
+
+
+def test_match_stain_needs_training_colour_statistics(tiny_checkpoint):
+    with pytest.raises(LeukolensError, match="training colour statistics"):
+        Predictor.from_checkpoint(tiny_checkpoint, match_stain=True)

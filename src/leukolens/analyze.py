@@ -162,6 +162,7 @@ def analyze(
     threshold: float | None = None,
     batch_size: int = 8,
     engine: str = "auto",
+    match_stain: bool = False,
     log: Callable[[str], None] = print,
     progress: Callable | None = None,
 ) -> dict:
@@ -175,6 +176,8 @@ def analyze(
             not typed, and the summary says so).
         overlays: also draw each field to PNG.
         threshold: detector score threshold (default: the one stored in the detector checkpoint).
+        match_stain: bring each white cell's colours to the cell model's training cells first (see
+            :class:`leukolens.predict.Predictor`).
     """
     from leukolens.detect import Detector
     from leukolens.predict import Predictor, default_checkpoint
@@ -191,7 +194,7 @@ def analyze(
         )
         log(f"leukolens: warning: {cell_note}")
     else:
-        predictor = Predictor.from_checkpoint(cells, engine=engine)
+        predictor = Predictor.from_checkpoint(cells, engine=engine, match_stain=match_stain)
     classes = field_detector.classes
     cell_types = predictor.classes if predictor else ()
     palette = Vocabulary("analyze", tuple(dict.fromkeys((*classes, *cell_types))))

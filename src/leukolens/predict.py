@@ -94,11 +94,18 @@ class Predictor:
         engine: str = "auto",
         batch_size: int = 64,
         threads: int | None = None,
+        match_stain: bool = False,
     ):
         """Args:
         checkpoint: the loaded checkpoint.
         path: where it was loaded from (lets the ``onnx`` engine cache its export).
         engine: ``torch``, ``onnx`` (ONNX Runtime, about twice as fast on a CPU), or ``auto`` (onnx when installed).
+        match_stain: bring every crop's colours to the training cells' (Reinhard, with the statistics the
+            checkpoint stores) before the model: for images from another microscope, camera or stain. Ignored when
+            the checkpoint already normalises every crop (``stain``).
+
+        Raises:
+            LeukolensError: ``match_stain`` with a checkpoint that stores no training colour statistics.
         """
         self.checkpoint = checkpoint
         self.runner = make_runner(
@@ -115,6 +122,15 @@ class Predictor:
             from leukolens.data.stain import normalizer_from_reference
 
             self.stain = normalizer_from_reference(checkpoint.stain)
+        elif match_stain:
+            if not checkpoint.training_stain:
+                raise LeukolensError(
+                    "this checkpoint stores no training colour statistics, so match_stain cannot be used; "
+                    "retrain it, or add them with leukolens.train.cells.training_stain_reference"
+                )
+            from leukolens.data.stain import normalizer_from_reference
+
+            self.stain = normalizer_from_reference(checkpoint.training_stain)
         if threads:
             torch.set_num_threads(threads)
 

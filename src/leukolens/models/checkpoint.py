@@ -32,6 +32,9 @@ class CellCheckpoint:
     std: tuple[float, float, float]
     schema: str | None = None
     stain: dict | None = None  # {"method": "reinhard" | "macenko", "reference": {...}}
+    # The training cells' own colour statistics (Reinhard), whatever ``stain`` is: lets a user match images from
+    # another microscope or stain to what the model was trained on (``Predictor(match_stain=True)``).
+    training_stain: dict | None = None
     atypicality: dict | None = None
     metrics: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
@@ -60,6 +63,7 @@ def save_checkpoint(checkpoint: CellCheckpoint, path: str | Path, *, half: bool 
         "std": list(checkpoint.std),
         "schema": checkpoint.schema,
         "stain": checkpoint.stain,
+        "training_stain": checkpoint.training_stain,
         "atypicality": checkpoint.atypicality,
         "metrics": checkpoint.metrics,
         "train": checkpoint.train,
@@ -83,6 +87,7 @@ def load_checkpoint(path: str | Path) -> CellCheckpoint:
         std=tuple(payload["std"]),
         schema=payload.get("schema"),
         stain=payload.get("stain"),
+        training_stain=payload.get("training_stain"),
         atypicality=payload.get("atypicality"),
         metrics=payload.get("metrics") or {},
         train=payload.get("train") or {},

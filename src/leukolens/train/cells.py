@@ -346,6 +346,16 @@ def _stain(config: TrainCellsConfig, samples, crop: CropConfig):
     return normalizer_from_reference(stored), stored
 
 
+def training_stain_reference(crops: np.ndarray, *, count: int = 64) -> dict:
+    """Reinhard colour statistics of (up to ``count`` evenly spaced) training crops ``[n, size, size, 3]``, in the
+    stored form of :func:`leukolens.data.stain.normalizer_from_reference`."""
+    from leukolens.data.stain import reinhard_fit
+
+    chosen = crops[:: max(1, len(crops) // count)]
+    mosaic = np.concatenate(list(chosen), axis=0)  # [cells * size, size, 3]: one image, statistics over all
+    return {"method": "reinhard", "reference": reinhard_fit(mosaic).as_dict()}
+
+
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     """The temperature that minimises the negative log-likelihood of ``targets`` (a 1-D search, log-spaced)."""
 
@@ -378,6 +388,7 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
 
         stain = normalizer_from_reference(checkpoint.stain)
     features = {}
+    training_crops = None
     for split in (config.train_split, config.val_split):
         samples = cell_samples(
             dataset,
@@ -393,6 +404,8 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
             stain=stain,
             cache_dir=Path(config.cache_dir),
         )
+        if split == config.train_split:
+            training_crops = crops
         output = run_model(
             model,
             crops,
@@ -420,6 +433,7 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
     )
     threshold = scorer.calibrate(features[config.val_split][0])
     checkpoint.atypicality = scorer.as_dict()
+    checkpoint.training_stain = training_stain_reference(training_crops)
     checkpoint.state_dict["temperatures"] = torch.tensor(temperatures)
     save_checkpoint(checkpoint, path)
     log(f"calibration: class temperature {temperatures[0]:.2f}, attribute temperatures "
