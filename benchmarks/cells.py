@@ -157,7 +157,7 @@ def bccd_cross_set(checkpoint_path: Path) -> dict:
             truth.append(types[field.id])
             guesses.append(predictor.predict(field.image, boxes)[0].label)
     truth, guesses = np.array(truth), np.array(guesses)
-    per_class = {c: f"{(guesses[truth == c] == c).mean():.2f} of {(truth == c).sum()}" for c in np.unique(truth)}
+    per_class = {str(c): f"{(guesses[truth == c] == c).mean():.2f} of {(truth == c).sum()}" for c in np.unique(truth)}
     return {"cells": len(truth), "accuracy": float((truth == guesses).mean()), "per_class": per_class}
 
 
