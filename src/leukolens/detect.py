@@ -100,6 +100,11 @@ class Detector:
             raise LeukolensError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
         self.checkpoint = checkpoint
         self.path = path
+        self._stain = None
+        if checkpoint.stain and checkpoint.stain.get("method", "none") != "none":
+            from leukolens.data.stain import normalizer_from_reference
+
+            self._stain = normalizer_from_reference(checkpoint.stain)
         if engine == "onnx" or (engine == "auto" and _onnx_available() and path is not None):
             if path is None:
                 raise LeukolensError("the onnx engine needs the checkpoint's path (to cache the exported model)")
@@ -126,6 +131,8 @@ class Detector:
         return self.checkpoint.score_threshold
 
     def preprocess(self, image: Image.Image):
+        if self._stain is not None:  # the checkpoint was trained on stain-normalised fields
+            image = Image.fromarray(self._stain(np.asarray(image.convert("RGB"))))
         canvas, _, box = letterbox(image, size=self.checkpoint.input_size)
         return canvas, box
 

@@ -154,24 +154,37 @@ def evaluate_checkpoint(
     split: str = "test",
     results_path: str | Path | None = None,
     engine: str = "auto",
+    sources: Sequence[str] = (),
+    domain_key: str = "source",
     progress: Callable | None = None,
 ) -> dict:
-    """Evaluate a detector checkpoint on one split of a data set; optionally write the COCO results file."""
+    """Evaluate a detector checkpoint on one split of a data set; optionally write the COCO results file.
+
+    Args:
+        sources: only the fields whose ``Field.domain`` value ``domain_key`` is one of these (e.g. TXL-PBC's four
+            sources, or synthetic microscopes with ``domain_key="microscope"``); empty: all.
+    """
     from leukolens.detect import Detector
     from leukolens.io import ProblemLog, read_dataset
 
     detector = Detector.from_checkpoint(checkpoint, engine=engine)
     dataset = read_dataset(data, log=ProblemLog())
     fields = dataset.fields if split == "all" else dataset.splits.get(split, [])
+    if sources:
+        fields = [f for f in fields if getattr(f.domain, domain_key) in sources]
     if not fields:
-        raise LeukolensError(f"{data}: no fields in split {split!r} (splits: {', '.join(dataset.splits) or 'none'})")
+        raise LeukolensError(
+            f"{data}: no fields in split {split!r}" + (f" from sources {', '.join(sources)}" if sources else "")
+            + f" (splits: {', '.join(dataset.splits) or 'none'})"
+        )
     classes = Vocabulary("detector", detector.classes)
     started = time.perf_counter()
     detections = detect_fields(detector, fields, progress=progress)
     seconds = time.perf_counter() - started
     report = evaluate_detections(fields, detections, classes, threshold=detector.score_threshold)
     report.update(
-        {"checkpoint": str(checkpoint), "data": str(data), "split": split, "fields_per_second": len(fields) / seconds}
+        {"checkpoint": str(checkpoint), "data": str(data), "split": split, "sources": list(sources),
+         "fields_per_second": len(fields) / seconds}
     )
     if results_path:
         results = coco_results(detections)

@@ -126,14 +126,22 @@ class CenterNet(nn.Module):
         """Index of the tap at the output stride (0 for stride 4, 1 for stride 8)."""
         return {4: 0, 8: 1}[self.config.stride]
 
-    def forward(self, images: torch.Tensor) -> DetectorOutput:
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The neck's map at the output stride ``[batch, neck_channels, h, w]``, which the three heads read (and
+        pseudo-labelling compares with class prototypes)."""
         taps = self.taps(images)
         x = self.lateral[-1](taps[-1])
         for level in range(len(taps) - 2, self.first_level - 1, -1):  # top-down to the output stride
             lateral = self.lateral[level](taps[level])
             x = F.interpolate(x, size=lateral.shape[-2:], mode="nearest") + lateral
             x = self.smooth[level](x)
-        return DetectorOutput(self.heatmap(x), F.relu(self.size(x)), self.offset(x))
+        return x
+
+    def heads(self, features: torch.Tensor) -> DetectorOutput:
+        return DetectorOutput(self.heatmap(features), F.relu(self.size(features)), self.offset(features))
+
+    def forward(self, images: torch.Tensor) -> DetectorOutput:
+        return self.heads(self.features(images))
 
 
 class PeakOutputs(nn.Module):
@@ -223,6 +231,7 @@ class DetectorCheckpoint:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     score_threshold: float = 0.3  # detections at or above this count as cells (counts, analyze)
+    stain: dict = field(default_factory=dict)  # stain normalisation applied to every field first (empty: none)
     metrics: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # optimiser state etc. for --resume
@@ -252,6 +261,7 @@ def save_detector(checkpoint: DetectorCheckpoint, path: str | Path, *, half: boo
         "mean": list(checkpoint.mean),
         "std": list(checkpoint.std),
         "score_threshold": checkpoint.score_threshold,
+        "stain": checkpoint.stain,
         "metrics": checkpoint.metrics,
         "train": checkpoint.train,
         "extra": checkpoint.extra,
@@ -273,6 +283,7 @@ def load_detector(path: str | Path) -> DetectorCheckpoint:
         mean=tuple(payload["mean"]),
         std=tuple(payload["std"]),
         score_threshold=float(payload["score_threshold"]),
+        stain=payload.get("stain") or {},
         metrics=payload.get("metrics") or {},
         train=payload.get("train") or {},
         extra=payload.get("extra") or {},

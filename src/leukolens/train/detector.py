@@ -13,6 +13,17 @@ no primary validation or test image leaks into training. ``extra_classes`` limit
 boxes every red cell (23 a BCCD field in its re-annotation) where BCCD boxes about half (11.6), so with
 ``extra_classes=("WBC", "Platelets")`` red cells are learnt from BCCD's convention only (the extra fields' red-cell
 channel is neither trained towards boxes nor away from them).
+
+Sparse annotation (``annotated_fraction`` < 1, :mod:`leukolens.data.sparse`): the training and validation fields keep
+their labels only inside a random rectangle of that share of their area. ``sparse_mode`` says how training treats
+the rest: ``naive`` as background, ``masked`` not at all (the heatmap loss is masked outside the rectangle), and
+``pseudo`` through the confident detections of an EMA teacher (:mod:`leukolens.losses.pseudo`). Validation judges
+detections inside the rectangles only, whatever the mode.
+
+Domain experiments: ``classes`` trains a subset of the data set's classes (e.g. WBC only), ``sources`` keeps only
+the primary fields of these sources (leave-one-source-out on TXL-PBC), ``stain_norm`` normalises every field's
+stain to a reference field (stored in the checkpoint, applied again at detection), and ``augment`` carries the
+stain, blur, noise and zoom augmentation (presets in :data:`leukolens.data.fields.FIELD_AUGMENT_PRESETS`).
 """
 
 from __future__ import annotations
@@ -29,11 +40,26 @@ import torch
 from tqdm import tqdm
 
 from leukolens.data.augment import hed_jitter, normalize
-from leukolens.data.fields import FieldArrays, FieldAugmentConfig, augment_field, letterbox, load_field_arrays
+from leukolens.data.fields import (
+    FieldArrays,
+    FieldAugmentConfig,
+    augment_field,
+    degrade,
+    letterbox,
+    load_field_arrays,
+)
+from leukolens.data.sparse import SPARSE_MODES, sparsify
+from leukolens.data.stain import fit_reference, normalizer_from_reference
 from leukolens.eval.detection import evaluate_detections
 from leukolens.io import ProblemLog, read_dataset
 from leukolens.io.common import LeukolensError
 from leukolens.losses.detection import annotated_mask, centernet_targets, detection_loss
+from leukolens.losses.pseudo import (
+    PseudoLabelConfig,
+    pseudo_label_loss,
+    select_pseudo_labels,
+    update_prototypes,
+)
 from leukolens.models.backbones import SPECS
 from leukolens.models.detector import (
     CenterNet,
@@ -46,6 +72,7 @@ from leukolens.models.detector import (
     save_detector,
 )
 from leukolens.records import BLOOD_CELLS, Field, Vocabulary, known_vocabulary
+from leukolens.train.ema import ModelEMA
 
 
 @dataclass
@@ -72,6 +99,14 @@ class TrainDetectorConfig:
     seed: int = 0
     threads: int = 0  # torch threads (0: torch's default, one per core)
     augment: FieldAugmentConfig = field(default_factory=FieldAugmentConfig)
+    classes: tuple[str, ...] = ()  # train only these of the data set's classes (empty: all)
+    sources: tuple[str, ...] = ()  # keep only the primary data set's fields from these sources (empty: all)
+    domain_key: str = "source"  # the Domain field ``sources`` names: source, microscope, camera, magnification
+    annotated_fraction: float = 1.0  # < 1: simulate sparse labels (data/sparse.py)
+    sparse_mode: str = "masked"  # naive | masked | pseudo
+    pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    stain_norm: str = "none"  # none | reinhard | macenko, to the first primary training field
+    pretrained: bool = True  # ImageNet backbone weights (False in tests)
 
 
 def _progress(description: str):
@@ -103,11 +138,32 @@ def _every(fields: list[Field], limit: int) -> list[Field]:
 def training_fields(config: TrainDetectorConfig, log: Callable[[str], None]):
     """(classes, primary train, extra train, validation sets by name)."""
     primary = read_dataset(config.data, log=ProblemLog())
-    classes = known_vocabulary(primary.classes.names, "detector")
-    train = primary.splits.get("train", [])
-    val = {Path(config.data).name: _every(primary.splits.get("val", []), config.val_fields)}
+    if config.classes:
+        unknown = set(config.classes) - set(primary.classes.names)
+        if unknown:
+            raise LeukolensError(f"--classes names classes {config.data} does not have: {sorted(unknown)}")
+    classes = known_vocabulary(tuple(config.classes) or primary.classes.names, "detector")
+    if config.sparse_mode not in SPARSE_MODES:
+        raise LeukolensError(f"unknown sparse mode {config.sparse_mode!r}: use one of {', '.join(SPARSE_MODES)}")
+
+    def chosen(fields: list[Field]) -> list[Field]:
+        if not config.sources:
+            return fields
+        return [f for f in fields if getattr(f.domain, config.domain_key) in config.sources]
+
+    train = chosen(primary.splits.get("train", []))
+    val = {Path(config.data).name: _every(chosen(primary.splits.get("val", [])), config.val_fields)}
     if not train or not next(iter(val.values())):
-        raise LeukolensError(f"{config.data}: needs fields in both the 'train' and 'val' splits")
+        raise LeukolensError(
+            f"{config.data}: needs fields in both the 'train' and 'val' splits"
+            + (f" from sources {', '.join(config.sources)}" if config.sources else "")
+        )
+    if config.annotated_fraction < 1:
+        train = sparsify(train, config.annotated_fraction, mode=config.sparse_mode, seed=config.seed)
+        # Validation labels are just as sparse; it judges detections inside the rectangles, whatever the mode.
+        val = {n: sparsify(fs, config.annotated_fraction, mode="masked", seed=config.seed) for n, fs in val.items()}
+        log(f"sparse labels: {config.annotated_fraction:.0%} of each field annotated, mode {config.sparse_mode}; "
+            f"{sum(len(f.cells) for f in train):,} training boxes kept")
     sources = {f.domain.source for f in primary.fields}
     extra: list[Field] = []
     for path in config.extra_data:
@@ -115,10 +171,14 @@ def training_fields(config: TrainDetectorConfig, log: Callable[[str], None]):
         if not set(classes.names) & set(dataset.classes.names):
             raise LeukolensError(f"{path}: shares no class with {config.data} ({', '.join(classes.names)})")
         kept = [f for f in dataset.splits.get("train", []) if f.domain.source not in sources]
+        if config.annotated_fraction < 1:
+            kept = sparsify(kept, config.annotated_fraction, mode=config.sparse_mode, seed=config.seed)
         log(f"{path}: {len(kept)} training fields (left out {len(dataset.splits.get('train', [])) - len(kept)} "
             f"from sources the primary data set has: {', '.join(sorted(s for s in sources if s))})")
         extra.extend(kept)
         val_fields = [f for f in dataset.splits.get("val", []) if f.domain.source not in sources]
+        if config.annotated_fraction < 1:
+            val_fields = sparsify(val_fields, config.annotated_fraction, mode="masked", seed=config.seed)
         if config.extra_val_fields and val_fields:
             val[Path(path).name] = _every(val_fields, config.extra_val_fields)
     return classes, train, extra, val
@@ -158,19 +218,28 @@ def make_batch(
     if a.saturation:
         gray = batch.mean(dim=1, keepdim=True)
         batch = (batch - gray) * factors(a.saturation) + gray
+    if a.blur or a.noise:
+        batch = degrade(batch.clamp(0, 1), a, generator)
     return normalize(batch.clamp(0, 1), mean, std), boxes, labels, regions
 
 
 @torch.inference_mode()
-def detect_arrays(model: CenterNet, fields: list[Field], input_size: int, mean, std) -> list[Detections]:
+def detect_arrays(
+    model: CenterNet, fields: list[Field], input_size: int, mean, std, stain: Callable | None = None
+) -> list[Detections]:
     """Detections in original pixels for whole fields, with the network in eval mode (validation)."""
+    from PIL import Image
+
     from leukolens.data.cells import load_image
 
     was_training = model.training
     network = PeakOutputs(model.eval())
     out = []
     for f in fields:
-        canvas, _, box = letterbox(load_image(f.image), size=input_size)
+        image = load_image(f.image)
+        if stain is not None:
+            image = Image.fromarray(stain(np.asarray(image)))
+        canvas, _, box = letterbox(image, size=input_size)
         x = normalize(torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255, mean, std)
         peaks, size, offset = (o.numpy() for o in network(x.contiguous(memory_format=torch.channels_last)))
         found = decode(peaks, size, offset, stride=model.config.stride)[0]
@@ -195,8 +264,11 @@ def choose_threshold(fields: list[Field], detections: list[Detections], classes:
 
 
 def train_one_epoch(model, optimizer, scheduler, pools, weights, config, rng, generator, mean, std, progress,
-                    deadline) -> dict:
-    """``steps_per_epoch`` steps; batches drawn from the pools of fields with the given weights."""
+                    deadline, teacher: dict | None = None) -> dict:
+    """``steps_per_epoch`` steps; batches drawn from the pools of fields with the given weights.
+
+    ``teacher`` (sparse mode ``pseudo``): ``{"ema": ModelEMA, "prototypes": [classes, c] tensor}``, updated here.
+    """
     _train_mode(model)
     totals: dict[str, float] = {}
     steps = range(config.steps_per_epoch)
@@ -225,11 +297,17 @@ def train_one_epoch(model, optimizer, scheduler, pools, weights, config, rng, ge
                 regions, output_size=tuple(output.heatmap.shape[-2:]), stride=model.config.stride
             )
         parts = detection_loss(output, targets, taught=taught, annotated=annotated)
+        if teacher is not None and annotated is not None:
+            parts.update(_pseudo_parts(model, teacher, images, output, annotated, taught, boxes, labels, config,
+                                       step=scheduler.last_epoch))
+            parts["total"] = parts["total"] + config.pseudo.weight * parts["pseudo"]
         optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
         scheduler.step()
+        if teacher is not None:
+            teacher["ema"].update(model)
         done += 1
         for name, value in parts.items():
             totals[name] = totals.get(name, 0.0) + value.item()
@@ -238,6 +316,35 @@ def train_one_epoch(model, optimizer, scheduler, pools, weights, config, rng, ge
         if deadline is not None and time.time() > deadline:
             break
     return {name: value / max(1, done) for name, value in totals.items()}
+
+
+def _pseudo_parts(model, teacher, images, output, annotated, taught, boxes, labels, config, *, step) -> dict:
+    """The pseudo-label loss of one batch (zero before the warm-up ends or when the teacher finds nothing)."""
+    stride = model.config.stride
+    zero = output.heatmap.sum() * 0
+    pseudo = config.pseudo
+    use_prototypes = pseudo.min_prototype_similarity > 0
+    if step < pseudo.warmup_steps and not use_prototypes:
+        return {"pseudo": zero, "pseudo_labels": torch.tensor(0.0)}
+    network = teacher["ema"].module
+    with torch.no_grad():
+        features = network.features(images.contiguous(memory_format=torch.channels_last))
+        teacher_output = network.heads(features)
+        if use_prototypes:  # labelled cells (inside the annotated regions) keep the class prototypes current
+            teacher["prototypes"] = update_prototypes(
+                teacher["prototypes"], features, boxes, labels, stride=stride, momentum=pseudo.prototype_momentum
+            )
+    if step < pseudo.warmup_steps:
+        return {"pseudo": zero, "pseudo_labels": torch.tensor(0.0)}
+    outside = 1 - annotated
+    found = select_pseudo_labels(
+        teacher_output, outside, stride=stride, config=pseudo, taught=taught, features=features,
+        prototypes=teacher["prototypes"] if use_prototypes else None,
+    )
+    if not found.count:
+        return {"pseudo": zero, "pseudo_labels": torch.tensor(0.0)}
+    loss = pseudo_label_loss(output, found, outside, stride=stride, taught=taught)
+    return {"pseudo": loss["total"], "pseudo_labels": torch.tensor(float(found.count))}
 
 
 def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> Path:
@@ -252,7 +359,15 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
     if classes.names != BLOOD_CELLS.names:
         log(f"classes: {', '.join(classes.names)}")
     size = config.input_size
-    pools = [load_field_arrays(train, classes, size=size, progress=_progress("decoding train fields"))]
+    stain_reference, stain = {}, None
+    if config.stain_norm != "none":
+        from leukolens.data.cells import load_image
+
+        reference = np.asarray(load_image(train[0].image))
+        stain_reference = {"method": config.stain_norm, "reference": fit_reference(config.stain_norm, reference)}
+        stain = normalizer_from_reference(stain_reference)
+        log(f"stain normalisation: {config.stain_norm} to {train[0].id}")
+    pools = [load_field_arrays(train, classes, size=size, stain=stain, progress=_progress("decoding train fields"))]
     weights = [1.0]
     if extra:
         unknown = set(config.extra_classes) - set(classes.names)
@@ -260,7 +375,8 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
             raise LeukolensError(f"--extra-classes names classes the detector does not have: {sorted(unknown)}")
         pools.append(
             load_field_arrays(
-                extra, classes, size=size, taught=config.extra_classes, progress=_progress("decoding extra fields")
+                extra, classes, size=size, taught=config.extra_classes, stain=stain,
+                progress=_progress("decoding extra fields"),
             )
         )
         weights = [config.primary_weight, 1 - config.primary_weight]
@@ -272,10 +388,17 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
     )
     spec = SPECS[config.backbone]
     model = CenterNet(
-        DetectorConfig(classes.names, config.backbone, config.neck_channels, config.stride), pretrained=True
+        DetectorConfig(classes.names, config.backbone, config.neck_channels, config.stride),
+        pretrained=config.pretrained,
     )
     _freeze(model, config.freeze_blocks)
     model = model.to(memory_format=torch.channels_last)
+    teacher = None
+    if config.sparse_mode == "pseudo" and config.annotated_fraction < 1:
+        teacher = {
+            "ema": ModelEMA(model, momentum=config.pseudo.momentum),
+            "prototypes": torch.zeros(len(classes), config.neck_channels),
+        }
     backbone = [p for p in model.taps.parameters() if p.requires_grad]
     rest = [p for n, p in model.named_parameters() if not n.startswith("taps.")]
     optimizer = torch.optim.AdamW(
@@ -299,6 +422,9 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
         optimizer.load_state_dict(last.extra["optimizer"])
         scheduler.load_state_dict(last.extra["scheduler"])
         start_epoch, best_score, history = last.extra["epoch"] + 1, last.extra["best_score"], last.extra["history"]
+        if teacher is not None and "teacher" in last.extra:
+            teacher["ema"].module.load_state_dict(last.extra["teacher"])
+            teacher["ema"].updates = scheduler.last_epoch
         horizon[0] = last.extra.get("horizon", total_steps)
         rng = np.random.default_rng(config.seed + start_epoch)
         log(f"resuming after epoch {start_epoch} (best score so far {best_score:.4f})")
@@ -307,12 +433,12 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
     for epoch in range(start_epoch, config.epochs):
         losses = train_one_epoch(
             model, optimizer, scheduler, pools, weights, config, rng, generator, spec.mean, spec.std,
-            _progress(f"epoch {epoch + 1}"), deadline,
+            _progress(f"epoch {epoch + 1}"), deadline, teacher,
         )
         train_minutes = (time.time() - started) / 60
         metrics, scores, detections = {}, [], {}
         for name, fields in val.items():
-            detections[name] = detect_arrays(model, fields, size, spec.mean, spec.std)
+            detections[name] = detect_arrays(model, fields, size, spec.mean, spec.std, stain)
             metrics[name] = evaluate_detections(fields, detections[name], classes, threshold=0.3)
             scored = classes.names if name == next(iter(val)) or not config.extra_classes else config.extra_classes
             # An extra data set scores only the classes it teaches.
@@ -324,6 +450,7 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
                 "epoch": epoch + 1,
                 "minutes": round((time.time() - started) / 60, 2),
                 "train_minutes": round(train_minutes, 2),
+                "steps": scheduler.last_epoch,
                 **{k: round(v, 4) for k, v in losses.items()},
                 **{f"val_mAP50/{n}": round(m["mAP50"] or 0.0, 4) for n, m in metrics.items()},
                 f"val_mAP/{primary_name}": round(metrics[primary_name]["mAP"] or 0.0, 4),
@@ -344,7 +471,8 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
             threshold = choose_threshold(val[primary_name], detections[primary_name], classes)
             save_detector(
                 checkpoint_from_model(
-                    model, input_size=size, score_threshold=threshold, metrics={"val": metrics}, train=record
+                    model, input_size=size, score_threshold=threshold, stain=stain_reference, metrics={"val": metrics},
+                    train=record,
                 ),
                 out / "best.pt",
             )
@@ -356,8 +484,12 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
             "history": history,
             "horizon": horizon[0],
         }
+        if teacher is not None:
+            extra_state["teacher"] = teacher["ema"].module.state_dict()
         save_detector(
-            checkpoint_from_model(model, input_size=size, train=record, extra=extra_state), out / "last.pt", half=False
+            checkpoint_from_model(model, input_size=size, stain=stain_reference, train=record, extra=extra_state),
+            out / "last.pt",
+            half=False,
         )
         last_epoch = config.epochs
         if config.max_minutes:
