@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-all bench env weights weights-detector clean
+.PHONY: demo test test-all bench env weights weights-detector weights-clip weights-gan gan-protocol clean
 
 env: $(STAMP)
 
@@ -49,6 +49,26 @@ weights-detector: $(STAMP)
 		--out out/detector-bccd --epochs 40 --steps-per-epoch 100 --max-minutes 26
 	mkdir -p src/leukolens/weights
 	cp out/detector-bccd/best.pt src/leukolens/weights/detector-bccd.pt
+
+# The shipped image-text model: projections over the frozen shipped cell model and MiniLM, trained on PBC with
+# sentences composed from WBCAtt attributes (minutes on 2 cores; docs/clip.md). It names the cell model by SHA-256:
+# run it again after `make weights`.
+weights-clip: $(STAMP)
+	$(BIN)/leukolens train clip --data ../shared/data/pbc --out out/clip-pbc --epochs 60
+	mkdir -p src/leukolens/weights
+	cp out/clip-pbc/best.pt src/leukolens/weights/clip-pbc.pt
+
+# A cell GAN on the full PBC training split for `leukolens generate` (64 px, 30 minutes on 2 cores; docs/gan.md).
+weights-gan: $(STAMP)
+	$(BIN)/leukolens train gan --data ../shared/data/pbc --out out/gan-pbc --size 64 --channels 16 --max-minutes 30
+	mkdir -p src/leukolens/weights
+	cp out/gan-pbc/generator.pt src/leukolens/weights/gan-pbc.pt
+
+# The rare-class protocol's GAN: trained only on the reduced set (basophils, monocytes, lymphocytes cut to 5%), then
+# `make bench BENCH=gan` measures it and runs the five balancing arms (docs/gan.md).
+gan-protocol: $(STAMP)
+	$(BIN)/leukolens train gan --data ../shared/data/pbc --out out/gan-pbc-rare --size 64 --channels 16 \
+		--batch-size 32 --max-minutes 30 --rare Basophil Monocyte Lymphocyte --keep 0.05 --reduction-seed 0 --threads 2
 
 clean:
 	rm -rf out build dist .pytest_cache

@@ -14,7 +14,19 @@ import re
 import sys
 from pathlib import Path
 
-from benchmarks import cells, detector, io_speed, synth_realism, synth_speed
+from benchmarks import (
+    cells,
+    clip,
+    detector,
+    domains,
+    gan,
+    io_speed,
+    sim2real,
+    sparse,
+    synth_realism,
+    synth_speed,
+    yolo_peer,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
@@ -24,6 +36,12 @@ BENCHMARKS = {
     "realism": synth_realism.run,
     "cells": cells.run,
     "detector": detector.run,
+    "sparse": sparse.run,
+    "domains": domains.run,
+    "peer": yolo_peer.run,
+    "sim2real": sim2real.run,
+    "clip": clip.run,
+    "gan": gan.run,
 }
 HEADER = """# Benchmarks
 

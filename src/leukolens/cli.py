@@ -231,7 +231,7 @@ def cmd_predict_cells(args: argparse.Namespace) -> int:
     from leukolens.predict import Predictor
 
     paths = _image_paths(args.images)
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    predictor = Predictor.from_checkpoint(args.checkpoint, match_stain=args.match_stain)
     errors: list[tuple[str, str]] = []
     predictions = predictor.predict_files(paths, errors=errors)
     for _, message in errors:
@@ -251,7 +251,10 @@ def cmd_predict_cells(args: argparse.Namespace) -> int:
 
 
 def cmd_train_detector(args: argparse.Namespace) -> int:
-    from leukolens.data.fields import FieldAugmentConfig
+    import dataclasses
+
+    from leukolens.data.fields import FIELD_AUGMENT_PRESETS
+    from leukolens.losses.pseudo import PseudoLabelConfig
     from leukolens.train.detector import TrainDetectorConfig, train_detector
 
     config = TrainDetectorConfig(
@@ -269,7 +272,20 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         seed=args.seed,
         threads=args.threads,
-        augment=FieldAugmentConfig(window=args.window),
+        augment=dataclasses.replace(FIELD_AUGMENT_PRESETS[args.augment], window=args.window),
+        classes=tuple(args.classes or ()),
+        sources=tuple(args.sources or ()),
+        domain_key=args.domain_key,
+        annotated_fraction=args.annotated_fraction,
+        sparse_mode=args.sparse_mode,
+        pseudo=PseudoLabelConfig(
+            threshold=args.pseudo_threshold,
+            weight=args.pseudo_weight,
+            momentum=args.ema_momentum,
+            max_entropy=args.pseudo_max_entropy,
+            min_prototype_similarity=args.pseudo_prototype_similarity,
+        ),
+        stain_norm=args.stain_norm,
     )
     best = train_detector(config, resume=args.resume)
     print(f"best checkpoint: {best}")
@@ -326,11 +342,187 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         cells=args.cells,
         overlays=not args.no_overlays,
         threshold=args.threshold,
+        match_stain=args.match_stain,
         log=lambda message: print(message, file=sys.stderr),
         progress=partial(tqdm, desc="analysing", unit="batch", leave=False, disable=None, file=sys.stderr),
     )
     print(format_summary(summary, args.out))
     return EXIT_PROBLEMS if summary["fields_skipped"] else 0
+
+
+def cmd_train_clip(args: argparse.Namespace) -> int:
+    from leukolens.train.clip import TrainClipConfig, train_clip
+
+    config = TrainClipConfig(
+        data=args.data,
+        out=args.out,
+        image_tower=args.image_tower,
+        text_tower=args.text_tower,
+        sentences=args.sentences,
+        classes=tuple(args.classes or ()),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        hold_out=tuple(args.hold_out or ()),
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+    )
+    print(f"best checkpoint: {train_clip(config, resume=args.resume)}")
+    return 0
+
+
+def cmd_eval_clip(args: argparse.Namespace) -> int:
+    from leukolens.describe import default_clip_checkpoint
+    from leukolens.eval.clip import evaluate_clip, format_report
+
+    report = evaluate_clip(
+        args.checkpoint or default_clip_checkpoint(),
+        args.data,
+        split=args.split,
+        among=tuple(args.among) if args.among else None,
+        hold_out=tuple(args.hold_out or ()),
+        cache_dir=".cache/leukolens",
+    )
+    print(format_report(report))
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from leukolens.describe import ImageTextPredictor
+
+    model = ImageTextPredictor.from_checkpoint(args.checkpoint)
+    errors: list[tuple[str, str]] = []
+    descriptions = model.describe_files(_image_paths(args.images), errors=errors)
+    for _, message in errors:
+        print(f"leukolens: skipped {message}", file=sys.stderr)
+    if args.json:
+        payload = [d.as_dict() for d in descriptions]
+        if args.json == "-":
+            print(json.dumps(payload, indent=2))
+        else:
+            _write_json(args.json, {"cells": payload})
+    if args.json != "-":
+        for d in descriptions:
+            scores = ", ".join(f"{n} {v} ({s:.2f})" for n, (v, s) in d.attributes.items())
+            print(f"{d.source}: {d.sentence}\n  {d.label} ({d.label_score:.2f})" + (f"; {scores}" if scores else ""))
+    return EXIT_PROBLEMS if errors else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import time
+
+    from leukolens.describe import ImageTextPredictor
+    from leukolens.search import gallery_images, open_index
+
+    model = ImageTextPredictor.from_checkpoint(args.checkpoint)
+    folder = Path(args.index) if args.index else Path(args.gallery) / ".leukolens-index"
+    index = open_index(folder, model=model.identity, dim=model.checkpoint.config.embed_dim)
+    if not args.no_update:
+        errors: list[tuple[str, str]] = []
+        images = [p for p in gallery_images(Path(args.gallery)) if folder not in p.parents]
+        report = index.update(images, lambda paths: model.embed_files(_progress("indexing")(paths), errors=errors))
+        for _, message in errors:
+            print(f"leukolens: skipped {message}", file=sys.stderr)
+        index.save(folder)
+        print(report.summary(), file=sys.stderr)
+    start = time.perf_counter()
+    hits = index.search(model.embed_queries([args.query])[0], k=args.top)
+    seconds = time.perf_counter() - start
+    if args.json:
+        _write_json(args.json, {"query": args.query, "hits": [{"path": p, "score": s} for p, s in hits]})
+    for path, score in hits:
+        print(f"{score:.3f}  {path}")
+    print(f"{len(index):,} cells searched in {1000 * seconds:.0f} ms", file=sys.stderr)
+    return 0
+
+
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    from leukolens.train.gan import TrainGanConfig, train_gan
+
+    config = TrainGanConfig(
+        data=args.data,
+        out=args.out,
+        image_size=args.size,
+        crop=args.crop,
+        context=args.context,
+        attributes=not args.no_attributes,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        max_minutes=args.max_minutes,
+        g_channels=args.channels,
+        d_channels=args.channels,
+        class_power=args.class_power,
+        rare=tuple(args.rare or ()),
+        keep=args.keep,
+        reduction_seed=args.reduction_seed,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    path = train_gan(config, resume=args.resume)
+    print(f"generator: {path}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from leukolens.generate import ATTRIBUTES_CSV, generate_cells
+
+    written = generate_cells(
+        args.checkpoint or _default_gan(), args.out, classes=args.classes or (), n=args.n, seed=args.seed,
+        truncation=args.truncation,
+    )
+    print(", ".join(f"{name} {count:,}" for name, count in written.items()) + f" cells written to {args.out}")
+    if (Path(args.out) / ATTRIBUTES_CSV).is_file():
+        print(f"attributes: {Path(args.out) / ATTRIBUTES_CSV} (WBCAtt columns)")
+    return 0
+
+
+def _default_gan() -> Path:
+    from importlib import resources
+
+    path = Path(str(resources.files("leukolens") / "weights" / "gan-pbc.pt"))
+    if not path.is_file():
+        raise LeukolensError("no shipped GAN: pass --checkpoint (train one with `leukolens train gan`)")
+    return path
+
+
+def cmd_eval_gan(args: argparse.Namespace) -> int:
+    from leukolens.eval.gan import evaluate_gan, format_report
+
+    report = evaluate_gan(
+        args.checkpoint or _default_gan(), data=args.data, cells_checkpoint=args.cells, split=args.split,
+        per_class=args.per_class, out=args.out, seed=args.seed, progress=_progress("judging"),
+    )
+    print(format_report(report))
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from leukolens.train.balance import BalanceConfig, format_balance, run_balance
+
+    config = BalanceConfig(
+        data=args.data,
+        rare=tuple(args.rare),
+        gan=args.gan,
+        keep=args.keep,
+        reduction_seed=args.reduction_seed,
+        seeds=tuple(args.seeds),
+        arms=tuple(args.arms),
+        mode=args.mode,
+        input_size=args.input_size,
+        epochs=args.epochs,
+        views=args.views,
+        generated_per_class=args.generated_per_class,
+        threads=args.threads,
+    )
+    report = run_balance(config)
+    print(format_balance(report))
+    if args.json:
+        _write_json(args.json, report)
+    return 0
 
 
 def _image_paths(items: list[str]) -> list[Path]:
@@ -467,7 +659,98 @@ def build_parser() -> argparse.ArgumentParser:
     train_detector_parser.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     train_detector_parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train_detector_parser.add_argument("--seed", type=int, default=0)
+    train_detector_parser.add_argument("--classes", nargs="*", help="train only these classes, e.g. WBC")
+    train_detector_parser.add_argument(
+        "--sources", nargs="*", help="keep only --data fields from these sources (e.g. BCDD PBC Raabin-WBC)"
+    )
+    train_detector_parser.add_argument(
+        "--domain-key", default="source", choices=("source", "microscope", "camera", "magnification", "stain"),
+        help="what --sources names (e.g. microscope: --sources high-cost for synthetic fields)",
+    )
+    train_detector_parser.add_argument(
+        "--augment", default="default", choices=("plain", "default", "robust"),
+        help="plain: geometry only; default: + stain and colour jitter; robust: + stronger jitter, blur, noise, zoom",
+    )
+    train_detector_parser.add_argument(
+        "--stain-norm", default="none", choices=("none", "reinhard", "macenko"),
+        help="normalise every field's stain to the first training field (stored in the checkpoint)",
+    )
+    train_detector_parser.add_argument(
+        "--annotated-fraction", type=float, default=1.0,
+        help="simulate sparse labels: keep boxes only in a random rectangle of this share of each field (e.g. 0.1)",
+    )
+    train_detector_parser.add_argument(
+        "--sparse-mode", default="masked", choices=("naive", "masked", "pseudo"),
+        help="unlabelled area: naive = background, masked = ignored, pseudo = ignored + EMA-teacher pseudo-labels",
+    )
+    train_detector_parser.add_argument("--pseudo-threshold", type=float, default=0.5, help="teacher confidence")
+    train_detector_parser.add_argument("--pseudo-weight", type=float, default=0.5, help="pseudo-label loss weight")
+    train_detector_parser.add_argument("--ema-momentum", type=float, default=0.999, help="teacher EMA momentum")
+    train_detector_parser.add_argument(
+        "--pseudo-max-entropy", type=float, default=0.0, help="drop pseudo-labels of higher class entropy (0: off)"
+    )
+    train_detector_parser.add_argument(
+        "--pseudo-prototype-similarity", type=float, default=0.0,
+        help="drop pseudo-labels less similar to their class prototype (cosine; 0: off)",
+    )
     train_detector_parser.set_defaults(run=cmd_train_detector)
+
+    train_gan_parser = train_commands.add_parser(
+        "gan", help="conditional GAN for cell crops (class and attributes; CPU, about 30 minutes)"
+    )
+    train_gan_parser.add_argument("--data", required=True, help="data set with a train split")
+    train_gan_parser.add_argument("--out", default="out/gan", help="folder for generator.pt, last.pt, preview.png")
+    train_gan_parser.add_argument("--size", type=int, default=64, choices=(32, 64, 128), help="crop side (px)")
+    train_gan_parser.add_argument(
+        "--crop", choices=("auto", "image", "box"), default="auto",
+        help="image: whole single-cell images; box: a window of --context times the box around each cell",
+    )
+    train_gan_parser.add_argument("--context", type=float, default=2.0, help="box window / box side (box crops)")
+    train_gan_parser.add_argument("--channels", type=int, default=16, help="network width (last G / first D stage)")
+    train_gan_parser.add_argument("--batch-size", type=int, default=32)
+    train_gan_parser.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: budget only)")
+    train_gan_parser.add_argument("--max-minutes", type=float, default=30, help="time budget (default 30)")
+    train_gan_parser.add_argument("--no-attributes", action="store_true", help="condition on the class only")
+    train_gan_parser.add_argument(
+        "--class-power", type=float, default=0.75, help="0: cells drawn uniformly, 1: every class equally often"
+    )
+    train_gan_parser.add_argument(
+        "--rare", nargs="*", help="classes to reduce to --keep of their training cells (the `balance` protocol)"
+    )
+    train_gan_parser.add_argument("--keep", type=float, default=0.05, help="share of each rare class kept")
+    train_gan_parser.add_argument("--reduction-seed", type=int, default=0, help="which rare cells are kept")
+    train_gan_parser.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
+    train_gan_parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train_gan_parser.add_argument("--seed", type=int, default=0)
+    train_gan_parser.set_defaults(run=cmd_train_gan)
+
+    train_clip_parser = train_commands.add_parser(
+        "clip", help="image-text model: cells and sentences composed from their attributes (CPU, minutes)"
+    )
+    train_clip_parser.add_argument("--data", required=True, help="data set with train and val splits")
+    train_clip_parser.add_argument("--out", default="out/clip", help="folder for checkpoints (best.pt, last.pt)")
+    train_clip_parser.add_argument(
+        "--image-tower", default="cellnet", choices=("cellnet", "imagenet"),
+        help="frozen image features: the shipped cell model (default) or the plain ImageNet backbone",
+    )
+    train_clip_parser.add_argument("--text-tower", default="minilm", choices=("minilm", "transformer"))
+    train_clip_parser.add_argument(
+        "--sentences", default="composed", choices=("composed", "fixed", "diagnosis"),
+        help="composed from each cell's attributes (default), or the baseline: one fixed sentence per class or "
+        "per slide diagnosis",
+    )
+    train_clip_parser.add_argument("--classes", nargs="*", help="only these classes (default: all)")
+    train_clip_parser.add_argument("--epochs", type=int, default=60)
+    train_clip_parser.add_argument("--batch-size", type=int, default=256)
+    train_clip_parser.add_argument("--lr", type=float, default=1e-3)
+    train_clip_parser.add_argument(
+        "--hold-out", nargs="*", metavar="COMBINATION",
+        help="keep cells with these combinations out of training, e.g. 'Monocyte|cytoplasm_vacuole=yes'",
+    )
+    train_clip_parser.add_argument("--max-minutes", type=float, default=0, help="time budget (0: none)")
+    train_clip_parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train_clip_parser.add_argument("--seed", type=int, default=0)
+    train_clip_parser.set_defaults(run=cmd_train_clip)
 
     evaluate = commands.add_parser("eval", help="evaluate a model")
     eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="MODEL")
@@ -490,12 +773,40 @@ def build_parser() -> argparse.ArgumentParser:
     eval_detector_parser.add_argument("--results", metavar="PATH", help="write the predictions as a COCO results file")
     eval_detector_parser.set_defaults(run=cmd_eval_detector)
 
+    eval_gan_parser = eval_commands.add_parser(
+        "gan", help="FD and KID on our backbones, label and attribute fidelity, memorisation, a gallery per class"
+    )
+    eval_gan_parser.add_argument("--checkpoint", help="generator.pt (default: the shipped one)")
+    eval_gan_parser.add_argument("--data", help="data set of real cells (default: the GAN's training data)")
+    eval_gan_parser.add_argument("--cells", help="cell model that judges fidelity (default: the shipped one)")
+    eval_gan_parser.add_argument("--split", default="test", help="real cells to compare with (default test)")
+    eval_gan_parser.add_argument("--per-class", type=int, default=0, help="generated per class (0: as the split)")
+    eval_gan_parser.add_argument("--out", help="folder for gan-eval.json and gallery-<class>.png")
+    eval_gan_parser.add_argument("--json", metavar="PATH", help="also write every number as JSON")
+    eval_gan_parser.add_argument("--seed", type=int, default=0)
+    eval_gan_parser.set_defaults(run=cmd_eval_gan)
+
+    eval_clip_parser = eval_commands.add_parser(
+        "clip", help="class by sentences, attributes read out from text, recall@k both ways, unseen combinations"
+    )
+    eval_clip_parser.add_argument("--checkpoint", help="image-text model (default: the shipped one)")
+    eval_clip_parser.add_argument("--data", required=True)
+    eval_clip_parser.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for all)")
+    eval_clip_parser.add_argument("--among", nargs="*", help="also score class accuracy among these classes only")
+    eval_clip_parser.add_argument("--hold-out", nargs="*", metavar="COMBINATION", help="combinations held out")
+    eval_clip_parser.add_argument("--json", metavar="PATH", help="also write every number as JSON")
+    eval_clip_parser.set_defaults(run=cmd_eval_clip)
+
     predict = commands.add_parser("predict", help="predict with a model")
     predict_commands = predict.add_subparsers(dest="predict_command", required=True, metavar="MODEL")
     predict_cells_parser = predict_commands.add_parser("cells", help="class, attributes and atypicality per cell")
     predict_cells_parser.add_argument("images", nargs="+", help="single-cell images or folders of them")
     predict_cells_parser.add_argument("--checkpoint", help="cell model (default: the shipped one)")
     predict_cells_parser.add_argument("--json", metavar="PATH", help="write predictions as JSON ('-': print it)")
+    predict_cells_parser.add_argument(
+        "--match-stain", action="store_true",
+        help="bring each cell's colours to the training cells' first (images from another microscope or stain)",
+    )
     predict_cells_parser.set_defaults(run=cmd_predict_cells)
 
     synth = commands.add_parser(
@@ -548,7 +859,61 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--cells", help="cell-model checkpoint (default: the shipped one)")
     analyze.add_argument("--threshold", type=float, help="detector score threshold (default: the checkpoint's)")
     analyze.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
+    analyze.add_argument(
+        "--match-stain", action="store_true",
+        help="bring each cell's colours to the training cells' first (images from another microscope or stain)",
+    )
     analyze.set_defaults(run=cmd_analyze)
+
+    generate = commands.add_parser("generate", help="write GAN-generated cells as a folder per class")
+    generate.add_argument("--checkpoint", help="generator.pt (default: the shipped one)")
+    generate.add_argument("--class", dest="classes", nargs="*", help="classes to generate (default: all)")
+    generate.add_argument("--n", type=int, default=100, help="cells per class (default 100)")
+    generate.add_argument("--out", required=True, help="output folder (OUT/<class>/*.png)")
+    generate.add_argument("--truncation", type=float, default=0.0, help="redraw latents beyond this many sigmas")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(run=cmd_generate)
+
+    balance = commands.add_parser(
+        "balance",
+        help="rare-class protocol: keep a few cells of some classes, train with none / class-weighted / "
+        "oversampling / gan / oversampling+gan, score on the test split over several seeds",
+    )
+    balance.add_argument("--data", required=True, help="data set with train and test splits")
+    balance.add_argument("--rare", nargs="+", required=True, help="classes reduced to --keep of their training cells")
+    balance.add_argument("--keep", type=float, default=0.05, help="share of each rare class kept (default 0.05)")
+    balance.add_argument("--reduction-seed", type=int, default=0, help="which rare cells are kept (as for the GAN)")
+    balance.add_argument("--gan", help="generator.pt trained with the same --rare/--keep (needed by the gan arms)")
+    balance.add_argument("--arms", nargs="+", default=["none", "class-weighted", "oversampling", "gan",
+                                                      "oversampling+gan"])
+    balance.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    balance.add_argument("--mode", choices=("probe", "finetune"), default="probe",
+                         help="probe: frozen ImageNet backbone + linear head (seconds); finetune: end to end (minutes)")
+    balance.add_argument("--input-size", type=int, default=128, help="backbone input (crops up-sampled)")
+    balance.add_argument("--epochs", type=int, default=0, help="0: 60 for probe, 4 for finetune")
+    balance.add_argument("--views", type=int, default=4, help="probe: dihedral views cached per crop (1-8)")
+    balance.add_argument(
+        "--generated-per-class", type=int, default=0, help="generated cells per rare class (0: up to the median class)"
+    )
+    balance.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
+    balance.add_argument("--json", metavar="PATH", help="also write every run as JSON")
+    balance.set_defaults(run=cmd_balance)
+
+    describe = commands.add_parser("describe", help="describe cells in words: class and attributes, with scores")
+    describe.add_argument("images", nargs="+", help="single-cell images or folders of them")
+    describe.add_argument("--checkpoint", help="image-text model (default: the shipped one)")
+    describe.add_argument("--json", metavar="PATH", help="write descriptions as JSON ('-': print it)")
+    describe.set_defaults(run=cmd_describe)
+
+    search = commands.add_parser("search", help="find cells from a description in a gallery of cell images")
+    search.add_argument("query", help='a description, e.g. "large cells with prominent nucleoli"')
+    search.add_argument("--gallery", required=True, help="folder of single-cell images (searched recursively)")
+    search.add_argument("--index", help="index folder (default GALLERY/.leukolens-index); updated incrementally")
+    search.add_argument("--no-update", action="store_true", help="search the index as it is, without re-scanning")
+    search.add_argument("--top", type=int, default=10, help="how many cells to show (default 10)")
+    search.add_argument("--checkpoint", help="image-text model (default: the shipped one)")
+    search.add_argument("--json", metavar="PATH", help="also write the hits as JSON")
+    search.set_defaults(run=cmd_search)
     return parser
 
 
