@@ -13,7 +13,6 @@ shipped detector (docs/detector.md).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from benchmarks.detector_runs import REPO, SHARED, evaluate_run, number, train_run
 from leukolens.data.fields import FieldAugmentConfig
@@ -126,4 +125,3 @@ def run() -> str:
 
 if __name__ == "__main__":
     runs(tuple(float(a) for a in sys.argv[1:]) or FRACTIONS, train=True)
-    Path(IMAGE).parent.mkdir(parents=True, exist_ok=True)
