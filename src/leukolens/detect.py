@@ -25,6 +25,7 @@ from PIL import Image
 from leukolens.data.fields import letterbox
 from leukolens.io.common import LeukolensError
 from leukolens.models.detector import Detections, DetectorCheckpoint, FieldNetwork, decode, load_detector
+from leukolens.models.runtime import onnx_session
 
 DEFAULT_DETECTOR = "detector-bccd.pt"
 ENGINES = ("auto", "torch", "onnx")
@@ -50,8 +51,6 @@ class _TorchEngine:
 
 class _OnnxEngine:
     def __init__(self, checkpoint: DetectorCheckpoint, path: Path, threads: int | None):
-        import onnxruntime
-
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -67,10 +66,7 @@ class _OnnxEngine:
                 dynamo=False,
             )
             tmp.replace(path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads=threads)
 
     def __call__(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return tuple(self.session.run(None, {"canvases": canvases}))

@@ -50,7 +50,6 @@ class OnnxRunner:
     engine = "onnx"
 
     def __init__(self, model: CellNet, path: Path, input_size: int, threads: int | None = None):
-        import onnxruntime
 
         self.names = tuple(model.attribute_heads)
         if not path.is_file():
@@ -67,13 +66,20 @@ class OnnxRunner:
                 dynamo=False,
             )
             tmp.replace(path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads=threads)
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         return _named(self.session.run(None, {"images": images.astype(np.float32)}), self.names)
+
+
+def onnx_session(path: Path, *, threads: int | None = None):
+    """An ONNX Runtime CPU session for the model at ``path``, quiet, on ``threads`` (default: every core)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _named(outputs: list[np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
