@@ -50,7 +50,6 @@ class OnnxRunner:
     engine = "onnx"
 
     def __init__(self, model: CellNet, path: Path, input_size: int, threads: int | None = None):
-
         self.names = tuple(model.attribute_heads)
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
