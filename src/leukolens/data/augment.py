@@ -82,13 +82,25 @@ def augment(
         out[i] = patch[0]
     if config.stain_sigma:
         out = hed_jitter(out, config.stain_sigma, generator)
-    factors = lambda amount: 1 + (torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1) * amount  # noqa: E731
-    if config.brightness:
-        out = out * factors(config.brightness)
-    if config.contrast:
-        mean_level = out.mean(dim=(1, 2, 3), keepdim=True)
-        out = (out - mean_level) * factors(config.contrast) + mean_level
-    if config.saturation:
-        gray = out.mean(dim=1, keepdim=True)
-        out = (out - gray) * factors(config.saturation) + gray
+    out = colour_jitter(out, config.brightness, config.contrast, config.saturation, generator)
     return normalize(out.clamp(0, 1), mean, std)
+
+
+def colour_jitter(
+    images: torch.Tensor, brightness: float, contrast: float, saturation: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Scale brightness, contrast and saturation of each image ``[batch, 3, h, w]`` by its own random factor in
+    ``1 +- amount`` (drawn in that order; an amount of 0 draws nothing)."""
+
+    def factors(amount: float) -> torch.Tensor:
+        return 1 + (torch.rand(len(images), 1, 1, 1, generator=generator) * 2 - 1) * amount
+
+    if brightness:
+        images = images * factors(brightness)
+    if contrast:
+        level = images.mean(dim=(1, 2, 3), keepdim=True)
+        images = (images - level) * factors(contrast) + level
+    if saturation:
+        gray = images.mean(dim=1, keepdim=True)
+        images = (images - gray) * factors(saturation) + gray
+    return images

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from leukolens.data.augment import hed_jitter, normalize
+from leukolens.data.augment import colour_jitter, hed_jitter, normalize
 from leukolens.data.fields import (
     FieldArrays,
     FieldAugmentConfig,
@@ -205,19 +205,7 @@ def make_batch(
     a = config.augment
     if a.stain_sigma:
         batch = hed_jitter(batch, a.stain_sigma, generator)
-    n = len(samples)
-
-    def factors(amount: float) -> torch.Tensor:
-        return 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * amount
-
-    if a.brightness:
-        batch = batch * factors(a.brightness)
-    if a.contrast:
-        level = batch.mean(dim=(1, 2, 3), keepdim=True)
-        batch = (batch - level) * factors(a.contrast) + level
-    if a.saturation:
-        gray = batch.mean(dim=1, keepdim=True)
-        batch = (batch - gray) * factors(a.saturation) + gray
+    batch = colour_jitter(batch, a.brightness, a.contrast, a.saturation, generator)
     if a.blur or a.noise:
         batch = degrade(batch.clamp(0, 1), a, generator)
     return normalize(batch.clamp(0, 1), mean, std), boxes, labels, regions
