@@ -64,6 +64,23 @@ def test_sparse_pseudo_label_training_runs_and_teaches_from_the_teacher(tmp_path
     assert "teacher" in load_detector(tmp_path / "run" / "last.pt").extra
 
 
+def test_resume_continues_the_run_with_its_optimiser_schedule_and_teacher(tmp_path):
+    data = _dataset(tmp_path)
+    pseudo = PseudoLabelConfig(threshold=0.05, warmup_steps=0, min_size=0.0)
+    config = _config(data, tmp_path / "run", annotated_fraction=0.25, sparse_mode="pseudo", pseudo=pseudo)
+    train_detector(config, log=lambda _: None)
+    first = load_detector(tmp_path / "run" / "last.pt")
+    messages = []
+    train_detector(_config(data, tmp_path / "run", annotated_fraction=0.25, sparse_mode="pseudo", pseudo=pseudo,
+                           epochs=2), resume=True, log=messages.append)
+    second = load_detector(tmp_path / "run" / "last.pt")
+    assert any(m.startswith("resuming after epoch 1") for m in messages)
+    assert second.extra["epoch"] == 1 and len(second.train["history"]) == 2
+    assert second.train["history"][0] == first.train["history"][0]  # the first epoch is kept, not re-run
+    assert second.extra["scheduler"]["last_epoch"] == 6  # 3 + 3 steps: the schedule went on where it stopped
+    assert second.extra["optimizer"]["state"]  # Adam's moments carried over and updated
+
+
 def test_wbc_only_training_with_stain_normalisation_keeps_both_in_the_checkpoint(tmp_path):
     data = _dataset(tmp_path)
     best = train_detector(_config(data, tmp_path / "run", classes=("WBC",), stain_norm="reinhard"), log=lambda _: None)

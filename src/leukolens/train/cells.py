@@ -28,6 +28,7 @@ from leukolens.models.backbones import SPECS
 from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
 from leukolens.models.checkpoint import from_model, load_checkpoint, save_checkpoint
 from leukolens.records import Dataset
+from leukolens.train.resume import restore_run
 
 
 @dataclass
@@ -247,15 +248,8 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
     start_epoch, best_score, stale, history = 0, -1.0, 0, []
     if resume and (out / "last.pt").is_file():
         last = load_checkpoint(out / "last.pt")
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in last.state_dict.items()})
-        optimizer.load_state_dict(last.extra["optimizer"])
-        scheduler.load_state_dict(last.extra["scheduler"])
-        start_epoch, best_score, stale, history = (
-            last.extra["epoch"] + 1,
-            last.extra["best_score"],
-            last.extra["stale"],
-            last.extra["history"],
-        )
+        start_epoch, best_score, history = restore_run(model, optimizer, scheduler, last.state_dict, last.extra)
+        stale = last.extra["stale"]
         rng = np.random.default_rng(config.seed + start_epoch)
         log(f"resuming after epoch {start_epoch} (best score so far {best_score:.4f})")
     started = time.time() - 60 * (history[-1]["minutes"] if history else 0.0)  # a resumed run keeps its clock

@@ -54,6 +54,7 @@ from leukolens.models.clip import (
     save_clip,
     text_inputs,
 )
+from leukolens.train.resume import restore_run
 
 
 @dataclass
@@ -237,10 +238,7 @@ def train_clip(config: TrainClipConfig, *, resume: bool = False, log: Callable[[
     start_epoch, best_score, history, spent = 0, -1.0, [], 0.0
     if resume and (out / "last.pt").is_file():
         last = load_clip(out / "last.pt")
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in last.state_dict.items()})
-        optimizer.load_state_dict(last.extra["optimizer"])
-        scheduler.load_state_dict(last.extra["scheduler"])
-        start_epoch, best_score, history = last.extra["epoch"] + 1, last.extra["best_score"], last.extra["history"]
+        start_epoch, best_score, history = restore_run(model, optimizer, scheduler, last.state_dict, last.extra)
         spent = history[-1]["minutes"] if history else 0.0
         rng = np.random.default_rng(config.seed + start_epoch)
         log(f"resuming after epoch {start_epoch} (best score so far {best_score:.4f})")

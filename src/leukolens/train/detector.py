@@ -73,6 +73,7 @@ from leukolens.models.detector import (
 )
 from leukolens.records import BLOOD_CELLS, Field, Vocabulary, known_vocabulary
 from leukolens.train.ema import ModelEMA
+from leukolens.train.resume import restore_run
 
 
 @dataclass
@@ -406,10 +407,7 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
     start_epoch, best_score, history = 0, -1.0, []
     if resume and (out / "last.pt").is_file():
         last = load_detector(out / "last.pt")
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in last.state_dict.items()})
-        optimizer.load_state_dict(last.extra["optimizer"])
-        scheduler.load_state_dict(last.extra["scheduler"])
-        start_epoch, best_score, history = last.extra["epoch"] + 1, last.extra["best_score"], last.extra["history"]
+        start_epoch, best_score, history = restore_run(model, optimizer, scheduler, last.state_dict, last.extra)
         if teacher is not None and "teacher" in last.extra:
             teacher["ema"].module.load_state_dict(last.extra["teacher"])
             teacher["ema"].updates = scheduler.last_epoch
