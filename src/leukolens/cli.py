@@ -454,6 +454,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
         g_channels=args.channels,
         d_channels=args.channels,
         class_power=args.class_power,
+        aux_weight=args.aux_weight,
         rare=tuple(args.rare or ()),
         keep=args.keep,
         reduction_seed=args.reduction_seed,
@@ -713,6 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_gan_parser.add_argument("--no-attributes", action="store_true", help="condition on the class only")
     train_gan_parser.add_argument(
         "--class-power", type=float, default=0.75, help="0: cells drawn uniformly, 1: every class equally often"
+    )
+    train_gan_parser.add_argument(
+        "--aux-weight", type=float, default=0.5,
+        help="weight of the auxiliary class and attribute loss (AC-GAN); 0: projection discriminator alone",
     )
     train_gan_parser.add_argument(
         "--rare", nargs="*", help="classes to reduce to --keep of their training cells (the `balance` protocol)"

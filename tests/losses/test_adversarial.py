@@ -1,9 +1,17 @@
-"""Hinge losses checked by hand; DiffAugment keeps shapes, is differentiable, and each policy does what it says."""
+"""Hinge and auxiliary losses checked by hand; DiffAugment keeps shapes, is differentiable, and each policy does
+what it says."""
+
+import math
 
 import pytest
 import torch
 
-from leukolens.losses.adversarial import diff_augment, hinge_discriminator_loss, hinge_generator_loss
+from leukolens.losses.adversarial import (
+    auxiliary_loss,
+    diff_augment,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+)
 
 
 def test_hinge_losses_by_hand():
@@ -13,6 +21,16 @@ def test_hinge_losses_by_hand():
     assert parts["fake"].item() == pytest.approx(0.5)
     assert parts["total"].item() == pytest.approx(0.75)
     assert hinge_generator_loss(torch.tensor([1.0, -3.0])).item() == pytest.approx(1.0)
+
+
+def test_auxiliary_loss_by_hand_ignores_unknown_attributes():
+    class_logits = torch.zeros(2, 4)  # uniform over 4 classes: cross-entropy log 4
+    first = torch.tensor([[0.0, 0.0], [5.0, 0.0]])  # sample 1's code is not known: only sample 0 counts, log 2
+    second = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # no known code at all: adds 0
+    codes = torch.tensor([[1, -100], [-100, -100]])
+    loss = auxiliary_loss(class_logits, [first, second], torch.tensor([0, 3]), codes)
+    assert loss.item() == pytest.approx(math.log(4) + (math.log(2) + 0.0) / 2)
+    assert auxiliary_loss(class_logits, [], torch.tensor([0, 3]), None).item() == pytest.approx(math.log(4))
 
 
 def test_diff_augment_is_differentiable_and_keeps_shape():

@@ -44,6 +44,16 @@ def test_forward_and_backward_give_finite_losses_and_gradients(size):
     assert models.discriminator.blocks[0].conv1.weight_orig.grad is not None
 
 
+def test_auxiliary_heads_read_class_and_attributes_from_the_same_features():
+    models = GanModels(_config(32)).eval()  # spectral norm's power iteration runs only in training mode
+    labels, codes = torch.tensor([0, 2]), torch.tensor([[0, 1], [UNKNOWN_CODE, 0]])
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    score, class_logits, attribute_logits = models.discriminator(images, labels, codes, auxiliary=True)
+    assert torch.equal(score, models.discriminator(images, labels, codes))  # the score does not change
+    assert class_logits.shape == (2, 3)
+    assert [a.shape for a in attribute_logits] == [(2, 2), (2, 2)]
+
+
 def test_image_size_must_be_four_times_a_power_of_two():
     with pytest.raises(ValueError, match="power of two"):
         GanConfig(("A",), image_size=48).stages  # noqa: B018

@@ -6,6 +6,8 @@
   before the discriminator, differentiably, so a discriminator trained on a few hundred images does not memorise
   them, and the generator does not learn the augmentations (they sit between it and the discriminator). A cell has
   no up or down, so a random dihedral transform (flips, 90-degree rotations) joins them.
+- Auxiliary classification (AC-GAN, Odena et al. 2017): cross-entropy of the discriminator's class and attribute
+  heads; on real cells it trains the heads, on generated cells it asks the generator for cells of the condition.
 """
 
 from __future__ import annotations
@@ -24,6 +26,25 @@ def hinge_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tenso
 def hinge_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     """-mean D(G(z))."""
     return -fake_scores.mean()
+
+
+def auxiliary_loss(
+    class_logits: torch.Tensor,
+    attribute_logits: list[torch.Tensor],
+    labels: torch.Tensor,
+    attributes: torch.Tensor | None,
+) -> torch.Tensor:
+    """Class cross-entropy plus the mean over attributes of their cross-entropy (codes below 0, not known, are
+    ignored; an attribute with no known code in the batch adds nothing)."""
+    loss = F.cross_entropy(class_logits, labels)
+    if attributes is None or not attribute_logits:
+        return loss
+    parts = [
+        F.cross_entropy(logits, attributes[:, i].clamp(min=-100), ignore_index=-100, reduction="sum")
+        / (attributes[:, i] >= 0).sum().clamp(min=1)
+        for i, logits in enumerate(attribute_logits)
+    ]
+    return loss + torch.stack(parts).mean()
 
 
 def diff_augment(

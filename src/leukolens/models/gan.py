@@ -7,7 +7,9 @@ sample never depends on the rest of its batch and the EMA copy needs no running 
 
 Discriminator: a ResNet-style down-sampling stack with spectral normalisation on every layer and a projection head
 (Miyato & Koyama 2018): the score is ``linear(h) + <embed(class), h> + sum_a <embed_a(value_a), h>``. An attribute
-whose value is not known (not applicable, unknown, or a class without attributes) adds nothing.
+whose value is not known (not applicable, unknown, or a class without attributes) adds nothing. Auxiliary class and
+attribute heads on the same features (AC-GAN, Odena et al. 2017) let training also ask the generator for cells that
+read as their condition.
 
 Attribute codes use :data:`~leukolens.data.cells.IGNORE` (-100) for "not known", as the cell model's targets do.
 """
@@ -185,13 +187,25 @@ class Discriminator(nn.Module):
         self.embed = ConditionEmbedding(config, self.features)
         for embedding in [self.embed.classes, *self.embed.attributes]:
             spectral_norm(embedding)
+        # Auxiliary heads (AC-GAN): the class and each attribute read from the same features. Trained on real
+        # cells only; the generator is asked to make cells they read as the condition (``aux_weight`` in training).
+        self.class_head = spectral_norm(nn.Linear(self.features, len(config.classes)))
+        self.attribute_heads = nn.ModuleList(
+            spectral_norm(nn.Linear(self.features, len(a.values))) for a in config.attributes
+        )
 
     def forward(
-        self, images: torch.Tensor, labels: torch.Tensor, attributes: torch.Tensor | None = None
-    ) -> torch.Tensor:
+        self, images: torch.Tensor, labels: torch.Tensor, attributes: torch.Tensor | None = None, *,
+        auxiliary: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The realness score ``[batch]``; with ``auxiliary``, also class logits ``[batch, classes]`` and one
+        ``[batch, values]`` logit tensor per attribute."""
         h = F.relu(self.blocks(images)).sum(dim=(2, 3))  # [batch, features]
         projection = (self.embed(labels, attributes) * h).sum(dim=1)  # [batch]
-        return self.linear(h).squeeze(1) + projection
+        score = self.linear(h).squeeze(1) + projection
+        if not auxiliary:
+            return score
+        return score, self.class_head(h), [head(h) for head in self.attribute_heads]
 
 
 class GanModels(nn.Module):

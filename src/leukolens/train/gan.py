@@ -26,7 +26,12 @@ from leukolens.data.cells import CellSample, load_crops
 from leukolens.data.imbalance import class_sampling_weights, selection_digest, split_cells
 from leukolens.io import ProblemLog, read_dataset
 from leukolens.io.common import LeukolensError
-from leukolens.losses.adversarial import diff_augment, hinge_discriminator_loss, hinge_generator_loss
+from leukolens.losses.adversarial import (
+    auxiliary_loss,
+    diff_augment,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+)
 from leukolens.models.cellnet import AttributeSpec
 from leukolens.models.gan import GanConfig, GanModels, sample_images
 from leukolens.models.gan_checkpoint import (
@@ -56,6 +61,7 @@ class TrainGanConfig:
     ema_decay: float = 0.999
     class_power: float = 0.75  # 0: cells drawn uniformly, 1: classes equally often (see class_sampling_weights)
     policy: tuple[str, ...] = ("color", "translation", "cutout", "dihedral")
+    aux_weight: float = 0.5  # AC-GAN class and attribute loss beside the hinge loss (0: the projection alone)
     latent_dim: int = 96
     condition_dim: int = 96
     g_channels: int = 16
@@ -120,20 +126,33 @@ def train_step(
     with torch.no_grad():
         fake = models.generator(torch.randn(batch, latent_dim, generator=generator), labels, attributes)
     both = diff_augment(torch.cat([real, fake]), policy=config.policy, generator=generator)
-    scores = models.discriminator(both, labels.repeat(2), None if attributes is None else attributes.repeat(2, 1))
+    scores, class_logits, attribute_logits = models.discriminator(
+        both, labels.repeat(2), None if attributes is None else attributes.repeat(2, 1), auxiliary=True
+    )
     d_parts = hinge_discriminator_loss(scores[:batch], scores[batch:])
+    d_total = d_parts["total"]
+    aux_real = torch.zeros(())
+    if config.aux_weight:  # the auxiliary heads learn from real cells only
+        aux_real = auxiliary_loss(class_logits[:batch], [a[:batch] for a in attribute_logits], labels, attributes)
+        d_total = d_total + config.aux_weight * aux_real
     d_optimizer.zero_grad(set_to_none=True)
-    d_parts["total"].backward()
+    d_total.backward()
     d_optimizer.step()
 
     fake = models.generator(torch.randn(batch, latent_dim, generator=generator), labels, attributes)
     for parameter in models.discriminator.parameters():
         parameter.requires_grad_(False)
-    g_loss = hinge_generator_loss(
-        models.discriminator(diff_augment(fake, policy=config.policy, generator=generator), labels, attributes)
+    fake_scores, class_logits, attribute_logits = models.discriminator(
+        diff_augment(fake, policy=config.policy, generator=generator), labels, attributes, auxiliary=True
     )
+    g_loss = hinge_generator_loss(fake_scores)
+    aux_fake = torch.zeros(())
+    g_total = g_loss
+    if config.aux_weight:
+        aux_fake = auxiliary_loss(class_logits, attribute_logits, labels, attributes)
+        g_total = g_total + config.aux_weight * aux_fake
     g_optimizer.zero_grad(set_to_none=True)
-    g_loss.backward()
+    g_total.backward()
     g_optimizer.step()
     for parameter in models.discriminator.parameters():
         parameter.requires_grad_(True)
@@ -145,6 +164,8 @@ def train_step(
         "g": g_loss.item(),
         "real_score": scores[:batch].mean().item(),
         "fake_score": scores[batch:].mean().item(),
+        "aux_real": aux_real.item(),
+        "aux_fake": aux_fake.item(),
     }
 
 
