@@ -24,7 +24,7 @@ KEEP = 0.05
 TRAIN_COMMAND = (
     "leukolens train gan --data ../shared/data/pbc --out out/gan-pbc-rare --size 64 --channels {width} "
     "--batch-size 32 --max-minutes {minutes:g} --rare Basophil Monocyte Lymphocyte --keep 0.05 --reduction-seed 0 "
-    "--threads {threads}"
+    "--threads {threads} --aux-weight {aux:g} --lr-generator {lr_g:g} --lr-discriminator {lr_d:g}"
 )
 
 
@@ -58,7 +58,8 @@ def render(quality: dict, balance: dict, checkpoint) -> str:
     """The section's text from measured results (``run`` measures; ``--from-json`` re-renders saved ones)."""
     record = checkpoint.train
     command = TRAIN_COMMAND.format(
-        width=checkpoint.config.g_channels, minutes=record.get("max_minutes"), threads=record.get("threads")
+        width=checkpoint.config.g_channels, minutes=record.get("max_minutes"), threads=record.get("threads"),
+        aux=record.get("aux_weight", 0.0), lr_g=record.get("lr_generator"), lr_d=record.get("lr_discriminator"),
     )
     arms = balance["arms"]
     gan_best = max(arms[a]["mean"]["rare_recall"] for a in ("gan", "oversampling+gan"))

@@ -455,6 +455,8 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
         d_channels=args.channels,
         class_power=args.class_power,
         aux_weight=args.aux_weight,
+        lr_generator=args.lr_generator,
+        lr_discriminator=args.lr_discriminator,
         rare=tuple(args.rare or ()),
         keep=args.keep,
         reduction_seed=args.reduction_seed,
@@ -718,6 +720,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_gan_parser.add_argument(
         "--aux-weight", type=float, default=0.5,
         help="weight of the auxiliary class and attribute loss (AC-GAN); 0: projection discriminator alone",
+    )
+    train_gan_parser.add_argument("--lr-generator", type=float, default=2e-4, help="generator learning rate")
+    train_gan_parser.add_argument(
+        "--lr-discriminator", type=float, default=2e-4,
+        help="discriminator learning rate (a higher one than the generator's is the two time-scale rule)",
     )
     train_gan_parser.add_argument(
         "--rare", nargs="*", help="classes to reduce to --keep of their training cells (the `balance` protocol)"
