@@ -151,8 +151,10 @@ def synthetic_microscopes(setting: str = "robust", *, train: bool = True, minute
     """Leave one synthetic microscope out: 40 patients' fields under four captures at 100x, WBC-only."""
     from benchmarks.sim2real import write_synthetic_wbc
 
-    data = write_synthetic_wbc(RUNS / "synth-domains" / "data", patients=40, fields_per_patient=2, seed=7,
-                               domains=SYNTH_DOMAINS)
+    folder = RUNS / "synth-domains" / "data"
+    if not train and not (folder / "data.yaml").is_file():
+        return None
+    data = write_synthetic_wbc(folder, patients=40, fields_per_patient=2, seed=7, domains=SYNTH_DOMAINS)
     return leave_one_out(setting, ("high-cost", "low-cost"), train=train, group_name="synth-domains", data=data,
                          domain_key="microscope", minutes=minutes)
 
