@@ -455,6 +455,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
         d_channels=args.channels,
         class_power=args.class_power,
         aux_weight=args.aux_weight,
+        mode_seeking=args.mode_seeking,
         lr_generator=args.lr_generator,
         lr_discriminator=args.lr_discriminator,
         rare=tuple(args.rare or ()),
@@ -720,6 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_gan_parser.add_argument(
         "--aux-weight", type=float, default=0.5,
         help="weight of the auxiliary class and attribute loss (AC-GAN); 0: projection discriminator alone",
+    )
+    train_gan_parser.add_argument(
+        "--mode-seeking", type=float, default=1.0,
+        help="weight of the mode-seeking term (MSGAN) against every cell of a condition looking alike; 0: off",
     )
     train_gan_parser.add_argument("--lr-generator", type=float, default=2e-4, help="generator learning rate")
     train_gan_parser.add_argument(

@@ -11,6 +11,7 @@ from leukolens.losses.adversarial import (
     diff_augment,
     hinge_discriminator_loss,
     hinge_generator_loss,
+    mode_seeking_loss,
 )
 
 
@@ -31,6 +32,14 @@ def test_auxiliary_loss_by_hand_ignores_unknown_attributes():
     loss = auxiliary_loss(class_logits, [first, second], torch.tensor([0, 3]), codes)
     assert loss.item() == pytest.approx(math.log(4) + (math.log(2) + 0.0) / 2)
     assert auxiliary_loss(class_logits, [], torch.tensor([0, 3]), None).item() == pytest.approx(math.log(4))
+
+
+def test_mode_seeking_loss_by_hand_punishes_a_generator_that_ignores_its_latent():
+    z1, z2 = torch.zeros(2, 4), torch.ones(2, 4)  # latents 1 apart
+    same = torch.zeros(2, 3, 2, 2)
+    apart = torch.full((2, 3, 2, 2), 0.5)  # images 0.5 apart: ratio 0.5, loss 1 / 0.5 = 2
+    assert mode_seeking_loss(same, apart, z1, z2).item() == pytest.approx(2.0, rel=1e-4)
+    assert mode_seeking_loss(same, same, z1, z2).item() == pytest.approx(1e5)  # identical cells: a large loss
 
 
 def test_diff_augment_is_differentiable_and_keeps_shape():

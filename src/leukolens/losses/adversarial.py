@@ -8,6 +8,9 @@
   no up or down, so a random dihedral transform (flips, 90-degree rotations) joins them.
 - Auxiliary classification (AC-GAN, Odena et al. 2017): cross-entropy of the discriminator's class and attribute
   heads; on real cells it trains the heads, on generated cells it asks the generator for cells of the condition.
+- Mode seeking (MSGAN, Mao et al. 2019): two latents under one condition should give two different cells; the loss
+  is the inverse of the images' distance over the latents' distance, so a generator that ignores its latent (every
+  basophil the same basophil) pays for it.
 """
 
 from __future__ import annotations
@@ -45,6 +48,15 @@ def auxiliary_loss(
         for i, logits in enumerate(attribute_logits)
     ]
     return loss + torch.stack(parts).mean()
+
+
+def mode_seeking_loss(
+    first: torch.Tensor, second: torch.Tensor, first_latents: torch.Tensor, second_latents: torch.Tensor,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """``1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + eps)`` over pairs of images made under the same conditions."""
+    ratio = (first - second).abs().mean() / (first_latents - second_latents).abs().mean()
+    return 1 / (ratio + eps)
 
 
 def diff_augment(

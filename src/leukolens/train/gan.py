@@ -31,6 +31,7 @@ from leukolens.losses.adversarial import (
     diff_augment,
     hinge_discriminator_loss,
     hinge_generator_loss,
+    mode_seeking_loss,
 )
 from leukolens.models.cellnet import AttributeSpec
 from leukolens.models.gan import GanConfig, GanModels, sample_images
@@ -62,6 +63,7 @@ class TrainGanConfig:
     class_power: float = 0.75  # 0: cells drawn uniformly, 1: classes equally often (see class_sampling_weights)
     policy: tuple[str, ...] = ("color", "translation", "cutout", "dihedral")
     aux_weight: float = 0.5  # AC-GAN class and attribute loss beside the hinge loss (0: the projection alone)
+    mode_seeking: float = 1.0  # MSGAN term against cells of one condition all alike (0: off)
     latent_dim: int = 96
     condition_dim: int = 96
     g_channels: int = 16
@@ -139,18 +141,27 @@ def train_step(
     d_total.backward()
     d_optimizer.step()
 
-    fake = models.generator(torch.randn(batch, latent_dim, generator=generator), labels, attributes)
+    latents = torch.randn(batch, latent_dim, generator=generator)
+    if config.mode_seeking:  # pairs: the second half repeats the first half's conditions with other latents
+        half = batch // 2
+        labels = torch.cat([labels[:half], labels[:half]])
+        attributes = None if attributes is None else torch.cat([attributes[:half], attributes[:half]])
+        latents = latents[: 2 * half]
+    fake = models.generator(latents, labels, attributes)
     for parameter in models.discriminator.parameters():
         parameter.requires_grad_(False)
     fake_scores, class_logits, attribute_logits = models.discriminator(
         diff_augment(fake, policy=config.policy, generator=generator), labels, attributes, auxiliary=True
     )
     g_loss = hinge_generator_loss(fake_scores)
-    aux_fake = torch.zeros(())
+    aux_fake, spread = torch.zeros(()), torch.zeros(())
     g_total = g_loss
     if config.aux_weight:
         aux_fake = auxiliary_loss(class_logits, attribute_logits, labels, attributes)
         g_total = g_total + config.aux_weight * aux_fake
+    if config.mode_seeking:
+        spread = mode_seeking_loss(fake[:half], fake[half:], latents[:half], latents[half:])
+        g_total = g_total + config.mode_seeking * spread
     g_optimizer.zero_grad(set_to_none=True)
     g_total.backward()
     g_optimizer.step()
@@ -166,6 +177,7 @@ def train_step(
         "fake_score": scores[batch:].mean().item(),
         "aux_real": aux_real.item(),
         "aux_fake": aux_fake.item(),
+        "mode_seeking": spread.item(),
     }
 
 
