@@ -68,7 +68,7 @@ weights-gan: $(STAMP)
 # `make bench BENCH=gan` measures it and runs the five balancing arms (docs/gan.md).
 gan-protocol: $(STAMP)
 	$(BIN)/leukolens train gan --data ../shared/data/pbc --out out/gan-pbc-rare --size 64 --channels 16 \
-		--batch-size 32 --max-minutes 30 --rare Basophil Monocyte Lymphocyte --keep 0.05 --reduction-seed 0 --threads 2
+		--batch-size 32 --max-minutes 40 --rare Basophil Monocyte Lymphocyte --keep 0.05 --reduction-seed 0 --threads 1
 
 clean:
 	rm -rf out build dist .pytest_cache

@@ -24,7 +24,8 @@ KEEP = 0.05
 TRAIN_COMMAND = (
     "leukolens train gan --data ../shared/data/pbc --out out/gan-pbc-rare --size 64 --channels {width} "
     "--batch-size 32 --max-minutes {minutes:g} --rare Basophil Monocyte Lymphocyte --keep 0.05 --reduction-seed 0 "
-    "--threads {threads} --aux-weight {aux:g} --lr-generator {lr_g:g} --lr-discriminator {lr_d:g}"
+    "--threads {threads} --aux-weight {aux:g} --mode-seeking {ms:g} --lr-generator {lr_g:g} "
+    "--lr-discriminator {lr_d:g}"
 )
 
 
@@ -59,7 +60,8 @@ def render(quality: dict, balance: dict, checkpoint) -> str:
     record = checkpoint.train
     command = TRAIN_COMMAND.format(
         width=checkpoint.config.g_channels, minutes=record.get("max_minutes"), threads=record.get("threads"),
-        aux=record.get("aux_weight", 0.0), lr_g=record.get("lr_generator"), lr_d=record.get("lr_discriminator"),
+        aux=record.get("aux_weight", 0.0), ms=record.get("mode_seeking", 0.0), lr_g=record.get("lr_generator"),
+        lr_d=record.get("lr_discriminator"),
     )
     arms = balance["arms"]
     gan_best = max(arms[a]["mean"]["rare_recall"] for a in ("gan", "oversampling+gan"))
@@ -78,8 +80,9 @@ def render(quality: dict, balance: dict, checkpoint) -> str:
         "## Conditional GAN: cell quality, and whether GAN balancing helps rare classes",
         f"GAN: ResNet-style generator (conditional GroupNorm on class + {len(checkpoint.config.attributes)} "
         f"attribute embeddings) and "
-        f"projection discriminator with spectral normalisation, hinge loss, DiffAugment (colour, translation, cutout, "
-        f"dihedral), EMA generator; {checkpoint.config.image_size} px whole-cell crops, width "
+        f"projection discriminator with spectral normalisation and auxiliary class and attribute heads (AC-GAN), "
+        f"hinge loss, mode-seeking term, DiffAugment (colour, translation, cutout, dihedral), two time-scale "
+        f"learning rates, EMA generator; {checkpoint.config.image_size} px whole-cell crops, width "
         f"{checkpoint.config.g_channels}. Trained with "
         f"`{command}`: "
         f"{record.get('steps')} steps in {record.get('minutes')} minutes on this machine, **only on the reduced "

@@ -726,9 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode-seeking", type=float, default=1.0,
         help="weight of the mode-seeking term (MSGAN) against every cell of a condition looking alike; 0: off",
     )
-    train_gan_parser.add_argument("--lr-generator", type=float, default=2e-4, help="generator learning rate")
+    train_gan_parser.add_argument("--lr-generator", type=float, default=1e-4, help="generator learning rate")
     train_gan_parser.add_argument(
-        "--lr-discriminator", type=float, default=2e-4,
+        "--lr-discriminator", type=float, default=4e-4,
         help="discriminator learning rate (a higher one than the generator's is the two time-scale rule)",
     )
     train_gan_parser.add_argument(

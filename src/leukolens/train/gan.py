@@ -56,8 +56,8 @@ class TrainGanConfig:
     batch_size: int = 32
     steps: int = 0  # stop after this many steps (0: only the time budget stops it)
     max_minutes: float = 30.0  # time budget (0: none; then ``steps`` must be set)
-    lr_generator: float = 2e-4
-    lr_discriminator: float = 2e-4
+    lr_generator: float = 1e-4  # the two time-scale rule: the discriminator learns 4x faster (docs/gan.md)
+    lr_discriminator: float = 4e-4
     betas: tuple[float, float] = (0.0, 0.99)
     ema_decay: float = 0.999
     class_power: float = 0.75  # 0: cells drawn uniformly, 1: classes equally often (see class_sampling_weights)
