@@ -223,7 +223,7 @@ class GanModels(nn.Module):
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
         for average, current in zip(self.ema.parameters(), self.generator.parameters()):
-            average.lerp_(current, 1 - decay)
+            average.mul_(decay).add_(current, alpha=1 - decay)
         for average, current in zip(self.ema.buffers(), self.generator.buffers()):
             average.copy_(current)
 
