@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from leukolens.errors import LeukolensError
 from leukolens.io.common import (
     IMAGE_SUFFIXES,
     InputError,
-    LeukolensError,
     Problem,
     ProblemLog,
     WriteReport,

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
 
+from leukolens.errors import atomic_write_text
 from leukolens.io.attributes import AttributeProblem, guess_schema, named_attribute
 from leukolens.io.common import (
     InputError,
     Problem,
     ProblemLog,
     WriteReport,
-    atomic_write_text,
     image_size,
     json_number,
     outside_image,

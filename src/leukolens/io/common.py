@@ -1,4 +1,4 @@
-"""What every reader and writer shares: problem reports, atomic writes, image checks, number formatting.
+"""What every reader and writer shares: problem reports, image checks, number formatting.
 
 A reader never raises on a user's bad line in the default mode: it records a :class:`Problem` (file, line, kind,
 message) in a :class:`ProblemLog`, skips only that line, and goes on. In strict mode the log raises
@@ -7,21 +7,17 @@ message) in a :class:`ProblemLog`, skips only that line, and goes on. In strict 
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+# The error type and atomic writes live in leukolens.errors; re-exported here for code that still imports them here.
+from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text  # noqa: F401
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-
-
-class LeukolensError(Exception):
-    """A user's mistake (bad input, bad option): the CLI prints it without a traceback."""
 
 
 @dataclass(frozen=True)
@@ -74,37 +70,6 @@ class ProblemLog:
 
 
 # ------------------------------------------------------------------------------------------------------ writing
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file so that it is either complete or absent: temporary file in the same folder, then rename."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private; an output file should not be
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def place_image(source: str | Path, target: str | Path, mode: str) -> Path:
     """Put an image where a written data set expects it: ``link`` (symlink), ``copy``, or ``none`` (leave it)."""
     source, target = Path(source).resolve(), Path(target)

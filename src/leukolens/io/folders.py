@@ -16,14 +16,13 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from leukolens.errors import LeukolensError, atomic_write_bytes
 from leukolens.io.common import (
     IMAGE_SUFFIXES,
     InputError,
-    LeukolensError,
     Problem,
     ProblemLog,
     WriteReport,
-    atomic_write_bytes,
     image_size,
     place_image,
 )

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
 
+from leukolens.errors import atomic_write_text
 from leukolens.io.attributes import AttributeProblem, guess_schema, named_attribute
 from leukolens.io.common import (
     InputError,
     Problem,
     ProblemLog,
     WriteReport,
-    atomic_write_text,
     find_image,
     format_number,
     image_size,

@@ -25,14 +25,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from leukolens.errors import LeukolensError, atomic_write_text
 from leukolens.io.common import (
     IMAGE_SUFFIXES,
     InputError,
-    LeukolensError,
     Problem,
     ProblemLog,
     WriteReport,
-    atomic_write_text,
     image_size,
 )
 from leukolens.records import (

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import yaml
 
+from leukolens.errors import LeukolensError, atomic_write_text
 from leukolens.io.attributes import AttributeProblem, decode_lld_code
 from leukolens.io.common import (
     InputError,
-    LeukolensError,
     Problem,
     ProblemLog,
     WriteReport,
-    atomic_write_text,
     format_number,
     image_size,
     list_images,
