@@ -196,7 +196,8 @@ class Attribute:
 
     name: str
     values: tuple[str, ...]
-    title: str = ""
+    title: str = field(default="", compare=False)
+    """How to print the name; not part of what the attribute is (a model head built without it is the same)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", tuple(self.values))
@@ -206,6 +207,10 @@ class Attribute:
 
     def accepts(self, value: str) -> bool:
         return value in self.values or value in SPECIAL_VALUES
+
+
+AttributeSpec = Attribute
+"""An attribute head's target (its name and values, in code order): the same record, under the name models use."""
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from leukolens.io.common import LeukolensError
-from leukolens.models.cellnet import AttributeSpec
-from leukolens.records import Dataset
+from leukolens.errors import LeukolensError
+from leukolens.records import AttributeSpec, Dataset
 
 IGNORE = -100
 """Target of an attribute that is not applicable, unknown or not annotated: that head does not train on it."""

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from leukolens.data.cells import CellSample, cell_samples, image_context, single_cell_images
-from leukolens.io.common import LeukolensError
-from leukolens.models.cellnet import AttributeSpec
-from leukolens.records import Dataset
+from leukolens.errors import LeukolensError
+from leukolens.records import AttributeSpec, Dataset
 
 
 def reduce_classes(

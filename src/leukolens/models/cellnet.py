@@ -13,14 +13,7 @@ import torch
 from torch import nn
 
 from leukolens.models.backbones import SPECS, build_backbone
-
-
-@dataclass(frozen=True)
-class AttributeSpec:
-    """An attribute head's target: its name and its values, in code order."""
-
-    name: str
-    values: tuple[str, ...]
+from leukolens.records import AttributeSpec  # an attribute head's target; defined in records, re-exported here
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import spectral_norm
 
-from leukolens.models.cellnet import AttributeSpec
+from leukolens.records import AttributeSpec
 
 UNKNOWN_CODE = -100
 """An attribute code that conditions nothing (the cell model's IGNORE)."""
