@@ -193,6 +193,38 @@ def test_malformed_xml_is_logged_with_its_line(tmp_path):
     assert [f.id for f in dataset.fields] == ["good"]
 
 
+def test_entity_expansion_is_refused_and_reported(tmp_path):
+    # "Billion laughs": each entity repeats the one before ten times; lol9 would be 3 GB of text.
+    entities = '<!ENTITY lol0 "lol">' + "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
+    _voc(tmp_path, _object("WBC", (1, 1, 20, 20)), stem="good")
+    bomb = tmp_path / "Annotations" / "bomb.xml"
+    bomb.write_text(
+        f'<?xml version="1.0"?>\n<!DOCTYPE annotation [{entities}]>\n<annotation><object><name>&lol9;'
+        "</name></object></annotation>\n"
+    )
+    log = ProblemLog()
+    dataset = read_voc(tmp_path, log=log)
+    (problem,) = log.problems
+    assert (problem.kind, problem.path, problem.line) == ("bad-xml", str(bomb), 2)
+    assert "entity 'lol0'" in problem.message and "refused" in problem.message
+    assert [f.id for f in dataset.fields] == ["good"]
+
+
+def test_external_entities_are_refused(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read me")
+    bad = tmp_path / "Annotations" / "bad.xml"
+    bad.parent.mkdir()
+    bad.write_text(
+        f'<!DOCTYPE annotation [<!ENTITY x SYSTEM "{secret}">]>\n<annotation><object><name>&x;</name>'
+        "</object></annotation>\n"
+    )
+    log = ProblemLog()
+    read_voc(tmp_path, log=log)
+    assert [(p.kind, p.path) for p in log.problems] == [("bad-xml", str(bad))]
+    assert "do not read me" not in log.problems[0].message
+
+
 BROKEN = [
     # kind, the bad object, what the message says, the class of the skipped cell (None: the cell is kept)
     ("box-range", _object("RBC", (20, 5, 20, 9)), "RBC box (20, 5, 20, 9) has xmax <= xmin", "RBC"),

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
 
+from defusedxml.common import EntitiesForbidden, ExternalReferenceForbidden
+from defusedxml.ElementTree import DefusedXMLParser
+
 from leukolens.errors import atomic_write_text
 from leukolens.io.attributes import AttributeProblem, guess_schema, named_attribute
 from leukolens.io.common import (
@@ -78,25 +81,67 @@ class XmlFile:
         return self.lines.get(element) if element is not None else None
 
 
+class XmlProblem(Exception):
+    """An annotation file that is not well-formed, or not safe, XML."""
+
+    def __init__(self, line: int | None, message: str):
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _LineTarget:
+    """An ElementTree builder that notes the line each element starts on."""
+
+    def __init__(self) -> None:
+        self.builder = ET.TreeBuilder()
+        self.lines: dict[ET.Element, int] = {}
+        self.parser: DefusedXMLParser | None = None
+
+    def start(self, tag: str, attributes: dict[str, str]) -> ET.Element:
+        element = self.builder.start(tag, attributes)
+        self.lines[element] = self.parser.parser.CurrentLineNumber
+        return element
+
+    def end(self, tag: str) -> ET.Element:
+        return self.builder.end(tag)
+
+    def data(self, text: str) -> None:
+        self.builder.data(text)
+
+    def close(self) -> ET.Element:
+        return self.builder.close()
+
+
 def parse_xml(path: Path) -> XmlFile:
-    """Parse an XML file, keeping each element's line number (ElementTree's own parser does not).
+    """Parse an XML file safely, keeping each element's line number (ElementTree's own parser does not).
+
+    Entity declarations (the "billion laughs" expansion) and external references are refused (defusedxml).
 
     Raises:
-        expat.ExpatError: the file is not well-formed XML (``lineno`` says where).
+        XmlProblem: the file is not well-formed XML, or declares entities or external references.
         OSError: the file cannot be read.
     """
-    builder = ET.TreeBuilder()
-    parser = expat.ParserCreate()
-    lines: dict[ET.Element, int] = {}
-
-    def start(tag: str, attributes: dict[str, str]) -> None:
-        lines[builder.start(tag, attributes)] = parser.CurrentLineNumber
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = builder.end
-    parser.CharacterDataHandler = builder.data
-    parser.Parse(path.read_bytes(), True)
-    return XmlFile(path, builder.close(), lines)
+    data = path.read_bytes()
+    target = _LineTarget()
+    parser = DefusedXMLParser(target=target)
+    target.parser = parser
+    try:
+        parser.feed(data)
+        root = parser.close()
+    except ET.ParseError as error:
+        line, column = error.position
+        raise XmlProblem(line, f"not well-formed XML: {expat.ErrorString(error.code)} (column {column + 1})") from None
+    except EntitiesForbidden as error:
+        raise XmlProblem(
+            parser.parser.CurrentLineNumber,
+            f"declares the entity {error.name!r}; entity declarations are refused (they can expand without bound)",
+        ) from None
+    except ExternalReferenceForbidden as error:
+        raise XmlProblem(
+            parser.parser.CurrentLineNumber, f"refers to an external resource ({error.sysid!r}); refused"
+        ) from None
+    return XmlFile(path, root, target.lines)
 
 
 def _text(element: ET.Element, path: str) -> str:
@@ -400,13 +445,8 @@ def _parse_all(base: Path, log: ProblemLog) -> list[XmlFile]:
     for path in sorted((base / ANNOTATIONS).glob("*.xml")):
         try:
             xml = parse_xml(path)
-        except expat.ExpatError as error:
-            log.add(
-                path,
-                error.lineno,
-                "bad-xml",
-                f"not well-formed XML: {expat.ErrorString(error.code)} (column {error.offset + 1})",
-            )
+        except XmlProblem as problem:
+            log.add(path, problem.line, "bad-xml", problem.message)
             continue
         except OSError as error:
             log.add(path, None, "bad-xml", f"cannot read the file ({error.strerror})")
