@@ -1,95 +1,327 @@
-"""Checkpoints that carry everything needed to use the weights: preprocessing travels with them.
+"""Checkpoints of every kind, saved and loaded one way; preprocessing travels with the weights.
 
-A cell-model checkpoint holds the network config (backbone, classes, attribute heads), the crop config, the input
-normalisation, the stain reference (if any), the attribute schema's name, the fitted atypicality scorer, the
-metrics it reached, and the training config. Weights are stored in float16 (halving the file) and loaded back as
-float32. Files are written atomically.
+Load any kind with one call, and use it with nothing else::
+
+    from leukolens.models.checkpoint import load_checkpoint, save_checkpoint
+
+    cells = load_checkpoint(path)                       # kind="cells": a CellCheckpoint
+    detector = load_checkpoint(path, kind="detector")   # a DetectorCheckpoint
+    clip = load_checkpoint(path, kind="clip")           # a ClipCheckpoint (the image-text model)
+    gan = load_checkpoint(path, kind="gan")             # a GanCheckpoint (the EMA generator)
+    network = cells.build()                             # the network with its weights, in eval mode
+    cells.preprocess                                    # input size, mean/std, crop rule, stain reference
+    save_checkpoint(cells, "copy.pt")                   # any kind; float weights in float16 unless half=False
+
+The older names (``save_detector``/``load_detector``, ``save_clip``/``load_clip``, ``save_gan``/``load_gan``) call
+these two. A file is one dict, the envelope::
+
+    {"format": "leukolens-checkpoint", "format_version": 1,
+     "kind": "cells" | "detector" | "clip" | "gan" | "gan-training",
+     "config": the network's config, "preprocess": Preprocess.as_dict(),
+     "inference": what using the weights needs besides (the cell model's attribute schema and atypicality scorer,
+                  the detector's counting threshold, the image-text model's text prototypes, the GAN's attribute
+                  combinations),
+     "state_dict": the weights, "metrics": what they reached, "train": the training record,
+     "extra": the state for --resume (optimisers, epoch)}
+
+written atomically and read with ``torch.load(weights_only=True)``. A file of another kind or format version, or
+not a checkpoint at all, raises :class:`~leukolens.errors.LeukolensError` saying so. Files from before the envelope
+(formats ``leukolens-cellnet/1``, ``-detector/1``, ``-clip/1``, ``-gan/1``, ``-gan-state/1``, the shipped weights
+among them) are read through :func:`migrate_legacy` and left unchanged on disk: the image-text model names its cell
+model by SHA-256, so rewriting ``cellnet-pbc.pt`` would orphan ``clip-pbc.pt``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import importlib
+import io
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, overload
 
 import torch
 
 from leukolens.data.cells import CropConfig
+from leukolens.errors import LeukolensError, atomic_write_bytes
 from leukolens.models.backbones import SPECS
 from leukolens.models.cellnet import CellNet, CellNetConfig
-from leukolens.models.serialize import read_payload, write_payload
+from leukolens.models.preprocess import Preprocess, StainReference
 
-FORMAT = "leukolens-cellnet/1"
+if TYPE_CHECKING:
+    from leukolens.models.clip import ClipCheckpoint
+    from leukolens.models.detector import DetectorCheckpoint
+    from leukolens.models.gan_checkpoint import GanCheckpoint, GanTrainingState
+
+FORMAT = "leukolens-checkpoint"
+FORMAT_VERSION = 1
+
+# kind -> (article, what it is), for messages; and where its checkpoint class lives (imported when first needed,
+# since those modules import this one)
+KINDS = {
+    "cells": ("a", "cell model"),
+    "detector": ("a", "detector"),
+    "clip": ("an", "image-text model"),
+    "gan": ("a", "GAN generator"),
+    "gan-training": ("a", "GAN training state"),
+}
+_CLASSES = {
+    "cells": ("leukolens.models.checkpoint", "CellCheckpoint"),
+    "detector": ("leukolens.models.detector", "DetectorCheckpoint"),
+    "clip": ("leukolens.models.clip", "ClipCheckpoint"),
+    "gan": ("leukolens.models.gan_checkpoint", "GanCheckpoint"),
+    "gan-training": ("leukolens.models.gan_checkpoint", "GanTrainingState"),
+}
+_MISSING = {
+    "cells": "checkpoint not found",
+    "detector": "detector checkpoint not found",
+    "clip": "image-text model not found",
+    "gan": "GAN generator not found (train one with `leukolens train gan`)",
+    "gan-training": "no GAN training state to resume",
+}
+Kind = Literal["cells", "detector", "clip", "gan", "gan-training"]
 
 
+class Checkpoint(Protocol):
+    """What every checkpoint class provides to be saved and loaded here."""
+
+    kind: ClassVar[str]
+    state_dict: dict[str, torch.Tensor]
+
+    def to_envelope(self) -> dict:
+        """The envelope's sections but the header and the weights: config, preprocess, inference, metrics, ..."""
+
+    @classmethod
+    def from_envelope(cls, envelope: dict) -> Checkpoint:
+        """The checkpoint from a read envelope (header checked, weights as stored)."""
+
+
+# ------------------------------------------------------------------------------------------------------ save / load
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path, *, half: bool = True) -> Path:
+    """Write any checkpoint atomically as an envelope; float weights in float16 when ``half`` (halves the file)."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": checkpoint.kind, **checkpoint.to_envelope()}
+    payload["state_dict"] = {
+        k: v.detach().half() if half and v.is_floating_point() else v.detach() for k, v in checkpoint.state_dict.items()
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+@overload
+def load_checkpoint(path: str | Path, kind: Literal["cells"] = "cells") -> CellCheckpoint: ...
+@overload
+def load_checkpoint(path: str | Path, kind: Literal["detector"]) -> DetectorCheckpoint: ...
+@overload
+def load_checkpoint(path: str | Path, kind: Literal["clip"]) -> ClipCheckpoint: ...
+@overload
+def load_checkpoint(path: str | Path, kind: Literal["gan"]) -> GanCheckpoint: ...
+@overload
+def load_checkpoint(path: str | Path, kind: Literal["gan-training"]) -> GanTrainingState: ...
+def load_checkpoint(path: str | Path, kind: Kind = "cells") -> Checkpoint:
+    """Read a checkpoint of ``kind`` (a cell model unless told otherwise).
+
+    Raises:
+        LeukolensError: missing, unreadable, not a leukolens checkpoint, another format version, or another kind.
+    """
+    envelope = read_envelope(path, kind=kind)
+    module, name = _CLASSES[kind]
+    return getattr(importlib.import_module(module), name).from_envelope(envelope)
+
+
+def read_envelope(path: str | Path, *, kind: Kind) -> dict:
+    """The envelope of a checkpoint of ``kind``, legacy files migrated, weights as stored.
+
+    Raises:
+        LeukolensError: as :func:`load_checkpoint`.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}: use one of {', '.join(KINDS)}")
+    path = Path(path)
+    if not path.is_file():
+        raise LeukolensError(f"{path}: {_MISSING[kind]}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a corrupt file
+        raise LeukolensError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if found in LEGACY_FORMATS:
+        payload = migrate_legacy(payload)
+    elif found != FORMAT:
+        what = f"its format is {found!r}" if isinstance(found, str) else "no leukolens format inside"
+        raise LeukolensError(f"{path}: not a leukolens {KINDS[kind][1]} checkpoint ({what})")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise LeukolensError(
+            f"{path}: checkpoint format version {version}, but this leukolens reads version {FORMAT_VERSION}"
+            + ("; it was written by a newer leukolens: upgrade to load it" if newer else "")
+        )
+    found_kind = payload.get("kind")
+    if found_kind != kind:
+        other = KINDS.get(found_kind, ("a", repr(found_kind))) if isinstance(found_kind, str) else ("a", "kindless")
+        raise LeukolensError(f"{path} is {' '.join(other)} checkpoint, not {' '.join(KINDS[kind])}")
+    return payload
+
+
+def float32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stored weights back in float32 (they may be float16 on disk); integer buffers as they are."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+# ------------------------------------------------------------------------------------------------------ legacy files
+LEGACY_FORMATS = (
+    "leukolens-cellnet/1",
+    "leukolens-detector/1",
+    "leukolens-clip/1",
+    "leukolens-gan/1",
+    "leukolens-gan-state/1",
+)
+
+
+def migrate_legacy(payload: dict) -> dict:
+    """The envelope of a checkpoint written before it (one of :data:`LEGACY_FORMATS`); tensors are not copied."""
+    legacy = payload["format"]
+    envelope = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": payload["config"],
+        "preprocess": None,
+        "inference": {},
+        "state_dict": payload["state_dict"],
+        "metrics": payload.get("metrics") or {},
+        "train": payload.get("train") or {},
+        "extra": payload.get("extra") or {},
+    }
+    if legacy == "leukolens-cellnet/1":
+        preprocess = Preprocess.for_crops(
+            CropConfig(**payload["crop"]),
+            mean=payload["mean"],
+            std=payload["std"],
+            stain=StainReference.from_dict(payload.get("stain") or {}),
+            training_stain=StainReference.from_dict(payload.get("training_stain") or {}),
+        )
+        inference = {"schema": payload.get("schema"), "atypicality": payload.get("atypicality")}
+        return {**envelope, "kind": "cells", "preprocess": preprocess.as_dict(), "inference": inference}
+    if legacy == "leukolens-detector/1":
+        preprocess = Preprocess.for_fields(
+            int(payload["input_size"]),
+            mean=payload["mean"],
+            std=payload["std"],
+            stain=StainReference.from_dict(payload.get("stain") or {}),  # absent from the oldest files
+        )
+        inference = {"score_threshold": float(payload["score_threshold"])}
+        return {**envelope, "kind": "detector", "preprocess": preprocess.as_dict(), "inference": inference}
+    if legacy == "leukolens-clip/1":  # its preprocessing is its image tower's config, read from "config"
+        return {**envelope, "kind": "clip", "inference": {"prototypes": payload.get("prototypes") or {}}}
+    if legacy == "leukolens-gan/1":
+        from leukolens.models.gan_checkpoint import generator_preprocess
+
+        preprocess = generator_preprocess(payload["config"]["image_size"], payload["crop_mode"], payload["context"])
+        inference = {"attribute_pool": payload.get("attribute_pool") or []}
+        return {**envelope, "kind": "gan", "preprocess": preprocess.as_dict(), "inference": inference}
+    return {**envelope, "kind": "gan-training"}  # leukolens-gan-state/1
+
+
+# ------------------------------------------------------------------------------------------------------ cell model
 @dataclass
 class CellCheckpoint:
-    """A cell model and what it needs to be used."""
+    """A cell model and what it needs to be used: the network config, the preprocessing (crop, normalisation,
+    stain reference, training colour statistics), the attribute schema's name, the fitted atypicality scorer, the
+    metrics it reached, and the training record."""
+
+    kind: ClassVar[str] = "cells"
 
     config: CellNetConfig
-    crop: CropConfig
+    preprocess: Preprocess
     state_dict: dict[str, torch.Tensor]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
     schema: str | None = None
-    stain: dict | None = None  # {"method": "reinhard" | "macenko", "reference": {...}}
-    # The training cells' own colour statistics (Reinhard), whatever ``stain`` is: lets a user match images from
-    # another microscope or stain to what the model was trained on (``Predictor(match_stain=True)``).
-    training_stain: dict | None = None
     atypicality: dict | None = None
     metrics: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # e.g. optimizer state for --resume
 
+    # The fields before the preprocessing record, as properties: callers read them.
+    @property
+    def crop(self) -> CropConfig:
+        return self.preprocess.crop
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.preprocess.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.preprocess.std
+
+    @property
+    def stain(self) -> dict | None:
+        """The stain reference every crop is normalised to, in its stored form (None: crops go in as they are)."""
+        return self.preprocess.stain.as_dict() if self.preprocess.stain is not None else None
+
+    @stain.setter
+    def stain(self, stored: dict | None) -> None:
+        self.preprocess = replace(self.preprocess, stain=StainReference.from_dict(stored or {}))
+
+    @property
+    def training_stain(self) -> dict | None:
+        """The training cells' own colour statistics (Reinhard), in their stored form."""
+        stored = self.preprocess.training_stain
+        return stored.as_dict() if stored is not None else None
+
+    @training_stain.setter
+    def training_stain(self, stored: dict | None) -> None:
+        self.preprocess = replace(self.preprocess, training_stain=StainReference.from_dict(stored or {}))
+
     def build(self) -> CellNet:
         """The network with these weights, in eval mode."""
         model = CellNet(self.config, pretrained=False)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
+        state = float32(self.state_dict)
         state.setdefault("temperatures", model.temperatures)  # checkpoints from before calibration existed
         model.load_state_dict(state)
         return model.eval()
 
+    def to_envelope(self) -> dict:
+        return {
+            "config": self.config.as_dict(),
+            "preprocess": self.preprocess.as_dict(),
+            "inference": {"schema": self.schema, "atypicality": self.atypicality},
+            "metrics": self.metrics,
+            "train": self.train,
+            "extra": self.extra,
+        }
 
-def from_model(model: CellNet, crop: CropConfig, **kwargs) -> CellCheckpoint:
-    spec = SPECS[model.config.backbone]
-    return CellCheckpoint(model.config, crop, model.state_dict(), spec.mean, spec.std, **kwargs)
+    @classmethod
+    def from_envelope(cls, envelope: dict) -> CellCheckpoint:
+        inference = envelope.get("inference") or {}
+        return cls(
+            config=CellNetConfig.from_dict(envelope["config"]),
+            preprocess=Preprocess.from_dict(envelope["preprocess"]),
+            state_dict=envelope["state_dict"],
+            schema=inference.get("schema"),
+            atypicality=inference.get("atypicality"),
+            metrics=envelope.get("metrics") or {},
+            train=envelope.get("train") or {},
+            extra=envelope.get("extra") or {},
+        )
 
 
-def save_checkpoint(checkpoint: CellCheckpoint, path: str | Path, *, half: bool = True) -> Path:
-    payload = {
-        "format": FORMAT,
-        "config": checkpoint.config.as_dict(),
-        "crop": asdict(checkpoint.crop),
-        "mean": list(checkpoint.mean),
-        "std": list(checkpoint.std),
-        "schema": checkpoint.schema,
-        "stain": checkpoint.stain,
-        "training_stain": checkpoint.training_stain,
-        "atypicality": checkpoint.atypicality,
-        "metrics": checkpoint.metrics,
-        "train": checkpoint.train,
-        "extra": checkpoint.extra,
-    }
-    return write_payload(path, payload, checkpoint.state_dict, half=half)
+def from_model(
+    model: CellNet, crop: CropConfig, *, stain: dict | None = None, training_stain: dict | None = None, **kwargs
+) -> CellCheckpoint:
+    """A checkpoint of ``model`` whose crops are cut by ``crop``, normalised as its backbone expects.
 
-
-def load_checkpoint(path: str | Path) -> CellCheckpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
-
-    Raises:
-        LeukolensError: missing, unreadable, or not a leukolens cell model.
+    Args:
+        stain: the stored stain reference every crop is normalised to (``{"method", "reference"}``), if any.
+        training_stain: the training cells' colour statistics in the same form, if known.
+        kwargs: the other :class:`CellCheckpoint` fields (schema, atypicality, metrics, train, extra).
     """
-    payload = read_payload(path, format=FORMAT, missing="checkpoint not found", kind="cell-model")
-    return CellCheckpoint(
-        config=CellNetConfig.from_dict(payload["config"]),
-        crop=CropConfig(**payload["crop"]),
-        state_dict=payload["state_dict"],
-        mean=tuple(payload["mean"]),
-        std=tuple(payload["std"]),
-        schema=payload.get("schema"),
-        stain=payload.get("stain"),
-        training_stain=payload.get("training_stain"),
-        atypicality=payload.get("atypicality"),
-        metrics=payload.get("metrics") or {},
-        train=payload.get("train") or {},
-        extra=payload.get("extra") or {},
+    spec = SPECS[model.config.backbone]
+    preprocess = Preprocess.for_crops(
+        crop,
+        mean=spec.mean,
+        std=spec.std,
+        stain=StainReference.from_dict(stain or {}),
+        training_stain=StainReference.from_dict(training_stain or {}),
     )
+    return CellCheckpoint(model.config, preprocess, model.state_dict(), **kwargs)

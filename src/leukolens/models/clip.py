@@ -9,10 +9,10 @@
   vocabulary (an option: fast, but it knows only words it was trained on).
 - :class:`ClipModel`: what is trained: a projection per tower into a shared space, and the learned temperature.
 
-A checkpoint (:func:`save_clip` / :func:`load_clip`) stores the projections, both towers' configs (the image tower
-by file name and SHA-256, so a changed cell model is refused rather than silently mismatched), the crop and
-normalisation, and the text prototypes (projected embeddings of class and attribute-value sentences), so that
-``describe`` runs without loading the sentence encoder.
+A checkpoint (:func:`save_clip` / :func:`load_clip`: :mod:`leukolens.models.checkpoint` with ``kind="clip"``)
+stores the projections, both towers' configs (the image tower by file name and SHA-256, so a changed cell model is
+refused rather than silently mismatched), the crop and normalisation, and the text prototypes (projected embeddings
+of class and attribute-value sentences), so that ``describe`` runs without loading the sentence encoder.
 """
 
 from __future__ import annotations
@@ -25,16 +25,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from leukolens.data.cells import CropConfig
 from leukolens.io.common import LeukolensError, atomic_write_bytes
-from leukolens.models.serialize import read_payload, write_payload
+from leukolens.models.checkpoint import float32, load_checkpoint, save_checkpoint
+from leukolens.models.preprocess import Preprocess
 
-FORMAT = "leukolens-clip/1"
 MINILM_DIM = 384
 SHIPPED_CELL_MODEL = "cellnet-pbc.pt"
 IMAGE_TOWERS = ("cellnet", "imagenet")
@@ -333,8 +335,19 @@ class SentenceEncoder:
 
 
 # ------------------------------------------------------------------------------------------------------ checkpoints
+def tower_preprocess(tower: ImageTowerConfig) -> Preprocess:
+    """The crops an image tower takes: cut at its input size with its context (no margin), normalised. A
+    ``cellnet`` tower also applies its cell model's stain reference, if that has one (:class:`ImageTower`)."""
+    crop = CropConfig(input_size=tower.input_size, context=tower.context, cache_margin=1.0, mode=tower.crop_mode)
+    return Preprocess.for_crops(crop, mean=tower.mean, std=tower.std)
+
+
 @dataclass
 class ClipCheckpoint:
+    """The image-text model and what it needs to be used: saved and loaded by :mod:`leukolens.models.checkpoint`."""
+
+    kind: ClassVar[str] = "clip"
+
     config: ClipConfig
     state_dict: dict[str, torch.Tensor]
     prototypes: dict = field(default_factory=dict)
@@ -343,39 +356,49 @@ class ClipCheckpoint:
     train: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
+    @property
+    def preprocess(self) -> Preprocess:
+        """The image tower's crops (its config is the one place they are set)."""
+        return tower_preprocess(self.config.image_tower)
+
     def build(self) -> ClipModel:
         model = ClipModel(self.config)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()})
+        model.load_state_dict(float32(self.state_dict))
         return model.eval()
+
+    def to_envelope(self) -> dict:
+        return {
+            "config": self.config.as_dict(),
+            "preprocess": self.preprocess.as_dict(),  # for readers of the file; loading takes the config's
+            "inference": {"prototypes": self.prototypes},
+            "metrics": self.metrics,
+            "train": self.train,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_envelope(cls, envelope: dict) -> ClipCheckpoint:
+        return cls(
+            config=ClipConfig.from_dict(envelope["config"]),
+            state_dict=envelope["state_dict"],
+            prototypes=envelope["inference"].get("prototypes") or {},
+            metrics=envelope.get("metrics") or {},
+            train=envelope.get("train") or {},
+            extra=envelope.get("extra") or {},
+        )
 
 
 def save_clip(checkpoint: ClipCheckpoint, path: str | Path, *, half: bool = True) -> Path:
-    payload = {
-        "format": FORMAT,
-        "config": checkpoint.config.as_dict(),
-        "prototypes": checkpoint.prototypes,
-        "metrics": checkpoint.metrics,
-        "train": checkpoint.train,
-        "extra": checkpoint.extra,
-    }
-    return write_payload(path, payload, checkpoint.state_dict, half=half)
+    return save_checkpoint(checkpoint, path, half=half)
 
 
 def load_clip(path: str | Path) -> ClipCheckpoint:
-    """Read a checkpoint written by :func:`save_clip`.
+    """``load_checkpoint(path, kind="clip")``.
 
     Raises:
-        LeukolensError: missing, unreadable, or not a leukolens image-text model.
+        LeukolensError: missing, unreadable, not a leukolens image-text model, or another format version.
     """
-    payload = read_payload(path, format=FORMAT, missing="image-text model not found", kind="image-text model")
-    return ClipCheckpoint(
-        config=ClipConfig.from_dict(payload["config"]),
-        state_dict=payload["state_dict"],
-        prototypes=payload.get("prototypes") or {},
-        metrics=payload.get("metrics") or {},
-        train=payload.get("train") or {},
-        extra=payload.get("extra") or {},
-    )
+    return load_checkpoint(path, kind="clip")
 
 
 def text_inputs(config: ClipConfig, sentences: Sequence[str], encoder: SentenceEncoder | None) -> torch.Tensor:

@@ -10,14 +10,16 @@ a 3x3 window.
 - Heads: ``heatmap`` (one channel per class, logits), ``size`` (box width and height in output cells), ``offset``
   (the sub-cell position of the centre).
 
-Checkpoints (:class:`DetectorCheckpoint`) carry the config, the input size and normalisation, the class names, the
-score threshold for counting, and the metrics reached, so loading one needs nothing else.
+Checkpoints (:class:`DetectorCheckpoint`) carry the config and class names, the preprocessing (input size, letterbox,
+normalisation, stain reference), the score threshold for counting, and the metrics reached, so loading one needs
+nothing else; :mod:`leukolens.models.checkpoint` saves and loads them.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -26,9 +28,9 @@ from torch import nn
 
 from leukolens.io.common import LeukolensError
 from leukolens.models.backbones import SPECS, build_backbone
-from leukolens.models.serialize import read_payload, write_payload
+from leukolens.models.checkpoint import float32, load_checkpoint, save_checkpoint
+from leukolens.models.preprocess import Preprocess, StainReference
 
-FORMAT = "leukolens-detector/1"
 HEATMAP_PRIOR = 0.1  # initial heatmap probability, so the focal loss starts small (CenterNet's -2.19 bias)
 
 
@@ -223,15 +225,14 @@ def decode(
 # ------------------------------------------------------------------------------------------------------ checkpoint
 @dataclass
 class DetectorCheckpoint:
-    """A detector and everything needed to use it."""
+    """A detector and everything needed to use it: saved and loaded by :mod:`leukolens.models.checkpoint`."""
+
+    kind: ClassVar[str] = "detector"
 
     config: DetectorConfig
     state_dict: dict[str, torch.Tensor]
-    input_size: int = 512  # the longer side of a field, in input pixels
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    preprocess: Preprocess  # fields letterboxed to input_size, normalised, stain-normalised first when it says so
     score_threshold: float = 0.3  # detections at or above this count as cells (counts, analyze)
-    stain: dict = field(default_factory=dict)  # stain normalisation applied to every field first (empty: none)
     metrics: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # optimiser state etc. for --resume
@@ -240,51 +241,79 @@ class DetectorCheckpoint:
     def classes(self) -> tuple[str, ...]:
         return self.config.classes
 
+    # The fields before the preprocessing record, as properties: callers read them.
+    @property
+    def input_size(self) -> int:
+        """The longer side of a field, in input pixels."""
+        return self.preprocess.input_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.preprocess.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.preprocess.std
+
+    @property
+    def stain(self) -> dict:
+        """The stain reference applied to every field first, in its stored form (empty: none)."""
+        return self.preprocess.stain.as_dict() if self.preprocess.stain is not None else {}
+
     def build(self) -> CenterNet:
         """The network with these weights, in eval mode."""
         model = CenterNet(self.config, pretrained=False)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()})
+        model.load_state_dict(float32(self.state_dict))
         return model.eval()
 
+    def to_envelope(self) -> dict:
+        return {
+            "config": self.config.as_dict(),
+            "preprocess": self.preprocess.as_dict(),
+            "inference": {"score_threshold": self.score_threshold},
+            "metrics": self.metrics,
+            "train": self.train,
+            "extra": self.extra,
+        }
 
-def checkpoint_from_model(model: CenterNet, **kwargs) -> DetectorCheckpoint:
+    @classmethod
+    def from_envelope(cls, envelope: dict) -> DetectorCheckpoint:
+        return cls(
+            config=DetectorConfig.from_dict(envelope["config"]),
+            state_dict=envelope["state_dict"],
+            preprocess=Preprocess.from_dict(envelope["preprocess"]),
+            score_threshold=float(envelope["inference"]["score_threshold"]),
+            metrics=envelope.get("metrics") or {},
+            train=envelope.get("train") or {},
+            extra=envelope.get("extra") or {},
+        )
+
+
+def checkpoint_from_model(
+    model: CenterNet, *, input_size: int = 512, stain: dict | None = None, **kwargs
+) -> DetectorCheckpoint:
+    """A checkpoint of ``model`` for fields letterboxed to ``input_size``, normalised as its backbone expects.
+
+    Args:
+        stain: the stored stain reference every field is normalised to (``{"method", "reference"}``; empty: none).
+        kwargs: the other :class:`DetectorCheckpoint` fields (score_threshold, metrics, train, extra).
+    """
     spec = SPECS[model.config.backbone]
-    return DetectorCheckpoint(model.config, model.state_dict(), mean=spec.mean, std=spec.std, **kwargs)
+    preprocess = Preprocess.for_fields(
+        input_size, mean=spec.mean, std=spec.std, stain=StainReference.from_dict(stain or {})
+    )
+    return DetectorCheckpoint(model.config, model.state_dict(), preprocess, **kwargs)
 
 
 def save_detector(checkpoint: DetectorCheckpoint, path: str | Path, *, half: bool = True) -> Path:
     """Write atomically; float weights in float16 when ``half`` (the shipped file stays small)."""
-    payload = {
-        "format": FORMAT,
-        "config": checkpoint.config.as_dict(),
-        "input_size": checkpoint.input_size,
-        "mean": list(checkpoint.mean),
-        "std": list(checkpoint.std),
-        "score_threshold": checkpoint.score_threshold,
-        "stain": checkpoint.stain,
-        "metrics": checkpoint.metrics,
-        "train": checkpoint.train,
-        "extra": checkpoint.extra,
-    }
-    return write_payload(path, payload, checkpoint.state_dict, half=half)
+    return save_checkpoint(checkpoint, path, half=half)
 
 
 def load_detector(path: str | Path) -> DetectorCheckpoint:
-    """Read a checkpoint written by :func:`save_detector`.
+    """``load_checkpoint(path, kind="detector")``.
 
     Raises:
-        LeukolensError: missing, unreadable, or not a leukolens detector.
+        LeukolensError: missing, unreadable, not a leukolens detector, or another format version.
     """
-    payload = read_payload(path, format=FORMAT, missing="detector checkpoint not found", kind="detector")
-    return DetectorCheckpoint(
-        config=DetectorConfig.from_dict(payload["config"]),
-        state_dict=payload["state_dict"],
-        input_size=int(payload["input_size"]),
-        mean=tuple(payload["mean"]),
-        std=tuple(payload["std"]),
-        score_threshold=float(payload["score_threshold"]),
-        stain=payload.get("stain") or {},
-        metrics=payload.get("metrics") or {},
-        train=payload.get("train") or {},
-        extra=payload.get("extra") or {},
-    )
+    return load_checkpoint(path, kind="detector")

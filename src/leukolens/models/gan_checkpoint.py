@@ -4,27 +4,39 @@ A generator checkpoint (``generator.pt``) holds the network config (classes, att
 settings its training crops were cut with (so real cells can be cut the same way for comparison), the attribute
 combinations seen per class in training (the sampler draws from them, so a generated cell never carries an attribute
 combination no real cell of its class had), and the training record (data, reduction, steps, minutes). Weights are
-float16. The training state (``last.pt``) holds both networks, the EMA copy and the optimisers in float32.
+float16. The training state (``last.pt``) holds both networks, the EMA copy and the optimisers in float32. Both are
+saved and loaded by :mod:`leukolens.models.checkpoint` (kinds ``gan`` and ``gan-training``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from leukolens.data.cells import CropConfig
 from leukolens.io.common import LeukolensError
+from leukolens.models.checkpoint import float32, load_checkpoint, save_checkpoint
 from leukolens.models.gan import UNKNOWN_CODE, GanConfig, GanModels, Generator
-from leukolens.models.serialize import read_payload, write_payload
+from leukolens.models.preprocess import Preprocess
 
-FORMAT = "leukolens-gan/1"
-STATE_FORMAT = "leukolens-gan-state/1"
+
+def generator_preprocess(image_size: int, crop_mode: str, context: float) -> Preprocess:
+    """The crops a GAN learns from (and real cells are cut like for comparison): ``image_size`` px, no margin, pixels
+    scaled to -1..1 (mean and std 0.5)."""
+    crop = CropConfig(input_size=image_size, context=float(context), cache_margin=1.0, mode=crop_mode)
+    return Preprocess.for_crops(crop, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 @dataclass
 class GanCheckpoint:
+    """The EMA generator and what sampling needs: saved and loaded by :mod:`leukolens.models.checkpoint`."""
+
+    kind: ClassVar[str] = "gan"
+
     config: GanConfig
     state_dict: dict[str, torch.Tensor]  # the EMA generator's
     crop_mode: str  # "image" (whole single-cell images) or "box" (windows around boxes)
@@ -32,11 +44,62 @@ class GanCheckpoint:
     attribute_pool: list[dict] = field(default_factory=list)  # per class: {"codes": [[...]], "counts": [...]}
     train: dict = field(default_factory=dict)
 
+    @property
+    def preprocess(self) -> Preprocess:
+        return generator_preprocess(self.config.image_size, self.crop_mode, self.context)
+
     def build(self) -> Generator:
         """The generator with these weights, in eval mode."""
         generator = Generator(self.config)
-        generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()})
+        generator.load_state_dict(float32(self.state_dict))
         return generator.eval()
+
+    def to_envelope(self) -> dict:
+        return {
+            "config": self.config.as_dict(),
+            "preprocess": self.preprocess.as_dict(),  # holds crop_mode and context
+            "inference": {"attribute_pool": self.attribute_pool},
+            "metrics": {},
+            "train": self.train,
+            "extra": {},
+        }
+
+    @classmethod
+    def from_envelope(cls, envelope: dict) -> GanCheckpoint:
+        crop = Preprocess.from_dict(envelope["preprocess"]).crop
+        return cls(
+            config=GanConfig.from_dict(envelope["config"]),
+            state_dict=envelope["state_dict"],
+            crop_mode=crop.mode,
+            context=float(crop.context),
+            attribute_pool=envelope["inference"].get("attribute_pool") or [],
+            train=envelope.get("train") or {},
+        )
+
+
+@dataclass
+class GanTrainingState:
+    """Both networks, the EMA copy and the optimisers (in ``extra``), for ``--resume``."""
+
+    kind: ClassVar[str] = "gan-training"
+
+    config: GanConfig
+    state_dict: dict[str, torch.Tensor]  # of :class:`GanModels`
+    extra: dict = field(default_factory=dict)  # optimisers, step, history
+
+    def to_envelope(self) -> dict:
+        return {
+            "config": self.config.as_dict(),
+            "preprocess": None,
+            "inference": {},
+            "metrics": {},
+            "train": {},
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_envelope(cls, envelope: dict) -> GanTrainingState:
+        return cls(GanConfig.from_dict(envelope["config"]), envelope["state_dict"], envelope.get("extra") or {})
 
 
 def attribute_pool(labels: np.ndarray, attributes: np.ndarray, num_classes: int) -> list[dict]:
@@ -70,45 +133,26 @@ def conditions_for(
 
 
 def save_gan(checkpoint: GanCheckpoint, path: str | Path) -> Path:
-    payload = {
-        "format": FORMAT,
-        "config": checkpoint.config.as_dict(),
-        "crop_mode": checkpoint.crop_mode,
-        "context": checkpoint.context,
-        "attribute_pool": checkpoint.attribute_pool,
-        "train": checkpoint.train,
-    }
-    return write_payload(path, payload, checkpoint.state_dict, half=True)
+    return save_checkpoint(checkpoint, path, half=True)
 
 
 def load_gan(path: str | Path) -> GanCheckpoint:
-    """Read a generator written by :func:`save_gan`.
+    """``load_checkpoint(path, kind="gan")``.
 
     Raises:
-        LeukolensError: missing, unreadable, or not a leukolens GAN generator.
+        LeukolensError: missing, unreadable, not a leukolens GAN generator, or another format version.
     """
-    payload = read_payload(
-        path, format=FORMAT, missing="GAN generator not found (train one with `leukolens train gan`)", kind="GAN"
-    )
-    return GanCheckpoint(
-        config=GanConfig.from_dict(payload["config"]),
-        state_dict=payload["state_dict"],
-        crop_mode=payload["crop_mode"],
-        context=float(payload["context"]),
-        attribute_pool=payload.get("attribute_pool") or [],
-        train=payload.get("train") or {},
-    )
+    return load_checkpoint(path, kind="gan")
 
 
 def save_training_state(models: GanModels, path: str | Path, *, extra: dict) -> Path:
-    payload = {"format": STATE_FORMAT, "config": models.config.as_dict(), "extra": extra}
-    return write_payload(path, payload, models.state_dict(), half=False)
+    return save_checkpoint(GanTrainingState(models.config, models.state_dict(), extra), path, half=False)
 
 
 def load_training_state(path: str | Path) -> tuple[GanConfig, dict[str, torch.Tensor], dict]:
     """Config, state dict of :class:`GanModels`, and the extra record (optimisers, step, history)."""
-    payload = read_payload(path, format=STATE_FORMAT, missing="no GAN training state to resume", kind="GAN state")
-    return GanConfig.from_dict(payload["config"]), payload["state_dict"], payload.get("extra") or {}
+    state = load_checkpoint(path, kind="gan-training")
+    return state.config, state.state_dict, state.extra
 
 
 def class_index(config: GanConfig, name: str) -> int:
