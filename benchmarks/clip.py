@@ -29,7 +29,7 @@ from leukolens.models.clip import (
     load_clip,
     resolve_cell_model,
 )
-from leukolens.predict import default_checkpoint
+from leukolens.predict.weights import default_checkpoint
 from leukolens.records import LLD_SCHEMA, WBCATT_CLASSES, WBCATT_SCHEMA
 from leukolens.train.clip import TrainClipConfig, train_clip
 
@@ -179,8 +179,8 @@ def _tower_speed(data, count: int = 256) -> float:
 
 def search_latency(path: Path, pbc_images: np.ndarray, size: int = 10_000) -> dict:
     """Query time (MiniLM on the query text, projection, cosine top-10) over ``size`` indexed cells."""
-    from leukolens.describe import ImageTextPredictor
-    from leukolens.search import GalleryIndex
+    from leukolens.predict.describe import ImageTextPredictor
+    from leukolens.predict.search import GalleryIndex
 
     rng = np.random.default_rng(0)
     rows = pbc_images[rng.integers(len(pbc_images), size=size)]
@@ -222,7 +222,7 @@ def search_latency(path: Path, pbc_images: np.ndarray, size: int = 10_000) -> di
 
 def index_speed(path: Path, count: int = 128) -> float:
     """Cells per second when indexing single-cell JPEG files (decode, crop, frozen tower, projection)."""
-    from leukolens.describe import ImageTextPredictor
+    from leukolens.predict.describe import ImageTextPredictor
 
     files = sorted((SHARED / "pbc" / "test" / "images").glob("*.jpg"))[:count]
     if not files:

@@ -11,11 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from leukolens.detect import default_detector
 from leukolens.eval.detection import evaluate_checkpoint
 from leukolens.io import ProblemLog, read_dataset
 from leukolens.models.detector import load_detector
-from leukolens.predict import default_checkpoint
+from leukolens.predict.weights import default_checkpoint, default_detector
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

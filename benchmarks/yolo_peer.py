@@ -129,7 +129,7 @@ def ours_speed(checkpoint: str, test_images: list[Path]) -> float:
     """Fields/s of our detector, from the JPEG path to boxes, one field at a time, ONNX Runtime on one thread (two
     threads stall at every barrier when other jobs share the cores)."""
     from leukolens.data.cells import load_image
-    from leukolens.detect import Detector
+    from leukolens.predict.fields import Detector
 
     detector = Detector.from_checkpoint(checkpoint, cache_dir=FOLDER / "onnx-cache", threads=1)  # as YOLO's child
     detector.detect([load_image(test_images[0])], threshold=0.01)  # export and warm-up

@@ -17,6 +17,7 @@ from leukolens.models.atypicality import fit_scorer
 from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
 from leukolens.models.checkpoint import from_model, save_checkpoint
 from leukolens.models.detector import CenterNet, DetectorConfig, checkpoint_from_model, save_detector
+from leukolens.predict.output import SCHEMA_VERSION, validate
 from leukolens.records import BLOOD_CELLS, PBC_CLASSES, WBCATT_SCHEMA
 
 FIELDS = ("BloodImage_00007.jpg", "BloodImage_00015.jpg")
@@ -86,7 +87,7 @@ def test_analyze_writes_json_and_overlay_per_field_and_a_summary(tmp_path, tiny_
         assert cell["verdict"] in ("typical", "atypical, review") and cell["atypicality"] is not None
         assert Image.open(out / f"{stem}.png").size[1] == 480
     written = json.loads((out / "summary.json").read_text())
-    assert written == summary
+    assert written == summary and summary["schema_version"] == SCHEMA_VERSION
     assert summary["fields_read"] == 2 and summary["fields_skipped"] == []
     assert summary["wbc_typed"] == 96
     assert sum(v["count"] for v in summary["differential"].values()) == 96
@@ -126,9 +127,9 @@ def test_an_empty_folder_is_a_clear_error(tmp_path, tiny_detector, capsys):
 
 
 def test_without_a_cell_model_the_cells_are_still_found(tmp_path, tiny_detector, monkeypatch):
-    import leukolens.predict
+    from leukolens.predict import weights
 
-    monkeypatch.setattr(leukolens.predict, "default_checkpoint", lambda: tmp_path / "absent.pt")
+    monkeypatch.setitem(weights.SHIPPED, "cells", "absent.pt")
     messages = []
     summary = analyze([_sample_folder(tmp_path)], out=tmp_path / "out", detector=tiny_detector, log=messages.append)
     assert "no shipped cell model" in messages[0]
@@ -150,3 +151,44 @@ def test_detect_and_eval_detector_commands(tmp_path, tiny_detector, capsys):
     assert 0 <= report["mAP50"] <= 1 and report["counting"]["WBC"]["mae"] > 0
     results = json.loads((tmp_path / "r.json").read_text())
     assert {"image_id", "category_id", "bbox", "score", "file_name"} <= set(results[0])
+
+
+def test_every_file_analyze_and_detect_write_follows_the_documented_schema(tmp_path, tiny_detector, tiny_cells):
+    """The output schema (docs/output-schema.md, ``leukolens.predict.output.SCHEMAS``) checked on real files: every
+    key documented, none missing, every value of its documented type."""
+    out, folder = tmp_path / "out", _sample_folder(tmp_path)
+    analyze([folder], out=out, detector=tiny_detector, cells=tiny_cells, log=print)
+    for name in FIELDS:
+        record = json.loads((out / name.replace(".jpg", ".json")).read_text())
+        assert validate(record, "field") == []
+        assert record["schema_version"] == SCHEMA_VERSION
+    assert validate(json.loads((out / "summary.json").read_text()), "summary") == []
+    assert main(["detect", str(folder), "--checkpoint", str(tiny_detector), "--json",
+                 str(tmp_path / "d.json")]) == 0
+    assert validate(json.loads((tmp_path / "d.json").read_text()), "detect") == []
+    # The checker catches what the schema forbids: a renamed key, a missing key, a wrong type.
+    record = json.loads((out / "BloodImage_00007.json").read_text())
+    record["cells"][0]["label"] = record["cells"][0].pop("type")
+    del record["notes"]
+    record["width"] = "640"
+    problems = validate(record, "field")
+    assert len(problems) == 3, problems
+
+
+def test_cells_are_cropped_from_the_detector_float_boxes(tmp_path, tiny_detector, tiny_cells):
+    """The typed path end to end: detections carry float xyxy pixel boxes and the canvas size; the cell model reads
+    the crop of the float box (not of the 0.1 px rounded box written to JSON)."""
+    from leukolens.predict import CellReader, Detector
+    from leukolens.predict.fields import load_field
+
+    image, _ = load_field(_sample_folder(tmp_path) / FIELDS[0])
+    found = Detector.from_checkpoint(tiny_detector, engine="torch").detect([image])[0]
+    assert found.canvas_size == (640, 480) and found.format == "xyxy" and not found.normalized
+    assert found.boxes.dtype == np.float32 and len(found) == 48
+    reader = CellReader.from_checkpoint(tiny_cells, engine="torch")
+    (cells,) = reader.read_cells([(image, found)], read=("WBC",))
+    first = cells[0]
+    assert first.box.values == tuple(float(v) for v in found.boxes[0]) and first.number == 1
+    assert first.label == first.prediction.label and first.detector_class == "WBC"
+    direct = reader.predict_crops(np.stack([reader.crop(image, tuple(found.boxes[0]))]))[0]
+    assert first.prediction.probabilities == pytest.approx(direct.probabilities)

@@ -73,8 +73,7 @@ LAYERS: dict[str, int] = {
 KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("leukolens.eval.cells", "leukolens.predict"),  # default_checkpoint: the shipped weights belong below eval
     ("leukolens.eval.gan", "leukolens.predict"),  # default_checkpoint
-    ("leukolens.eval.detection", "leukolens.detect"),  # Detector: the inference engine used by a benchmark
-    ("leukolens.predict.analyze", "leukolens.report"),  # draw_field: the overlay is drawn inside the pipeline
+    ("leukolens.eval.detection", "leukolens.predict"),  # Detector: the inference engine used by a benchmark
 }
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from leukolens.io.common import LeukolensError
-from leukolens.search import GalleryIndex, gallery_images, open_index
+from leukolens.predict.search import GalleryIndex, gallery_images, open_index
 from tests.conftest import make_image
 
 

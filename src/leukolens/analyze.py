@@ -5,142 +5,57 @@ its morphology with the cell model, and write ``<out>/<stem>.json`` (every cell:
 white cells also type, type probabilities, attributes with probabilities, atypicality and verdict) and
 ``<out>/<stem>.png`` (the field with its cells drawn). For the sample (all fields given together): a differential
 count of the white cells, the cells flagged for review, and which fields were skipped and why, printed and written to
-``<out>/summary.json``.
+``<out>/summary.json``. Every key of these files is in docs/output-schema.md.
 
 A field that cannot be read (corrupt, not an image, absurdly large) is skipped with its reason; the rest of the
 sample still runs. Grayscale and palette images are converted to RGB.
 
     >>> from leukolens.analyze import analyze
     >>> summary = analyze(["smear/"], out="out/smear")
+
+This module only orchestrates: the models run in :mod:`leukolens.predict`, the count is :mod:`leukolens.sample`'s,
+the drawing :mod:`leukolens.report`'s. One image from the command line to its JSON file, hop by hop (a hop is a
+call into another module; the calls inside a predictor are listed under it):
+
+1. ``cli.cmd_analyze`` -> :func:`analyze` (this module): paths, checkpoints, options.
+2. -> ``predict.fields.load_field``: the RGB image and notes on its conversion.
+3. -> ``predict.fields.Detector.detect``: the image -> :class:`~leukolens.predict.results.FieldDetections` (float
+   xyxy boxes in the image's pixels, with its size); inside: stain normaliser, ``data.fields.letterbox``,
+   ``predict.engine.Engine``, ``models.detector.decode``.
+4. -> ``predict.cells.CellReader.read_cells``: image + detections -> one
+   :class:`~leukolens.predict.results.PredictedCell` per detection, each white cell cropped from its float box and
+   read (inside: ``data.cells.crop_cell``, ``predict.engine.Engine``).
+5. -> :class:`~leukolens.predict.results.AnalyzedField` (a ``records.Field`` of those cells, with the notes).
+6. -> ``predict.output.field_json``: the field as a dict, rounded, with ``schema_version``.
+7. -> ``errors.atomic_write_text``: ``<out>/<stem>.json``.
+
+Beside the JSON: ``report.overlay.overlay_png`` draws the same record to ``<out>/<stem>.png``, and
+``sample.differential`` counts all the fields into ``<out>/summary.json``.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
+from leukolens.predict import weights
+from leukolens.predict.cells import CellReader
+from leukolens.predict.fields import Detector, find_images, load_field
+from leukolens.predict.output import field_json
+from leukolens.predict.results import AnalyzedField, PredictedCell
+from leukolens.records import Vocabulary
+from leukolens.report.overlay import overlay_png
+from leukolens.sample.differential import differential, summary_json
 
-from leukolens.io.common import IMAGE_SUFFIXES, LeukolensError, atomic_write_bytes, atomic_write_text
-from leukolens.records import Box, BoxFormat, Cell, Field, Vocabulary
+__all__ = ["NOT_WHITE", "analyze", "find_images", "load_field"]
 
 NOT_WHITE = ("RBC", "Platelets")
 """Detector classes that are not white cells; every other class (``WBC``, or a WBC type when a detector was trained
 on typed boxes) goes to the cell model."""
-MAX_PIXELS = 40_000_000
-"""Larger images are refused: a microscope field is a few megapixels; a whole-slide scan must be tiled first."""
-MAX_SIDE = 8192
-
-
-@dataclass
-class FieldResult:
-    """What was found in one field."""
-
-    image: str
-    width: int
-    height: int
-    cells: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def counts(self) -> Counter:
-        return Counter(c["detector_class"] for c in self.cells)
-
-    def as_dict(self, detector: dict) -> dict:
-        types = Counter(c["type"] for c in self.cells if c.get("type"))
-        return {
-            "image": self.image,
-            "width": self.width,
-            "height": self.height,
-            "detector": detector,
-            "counts": dict(self.counts()),
-            "wbc_types": dict(types),
-            "notes": self.notes,
-            "cells": self.cells,
-        }
-
-
-def find_images(items: Sequence[str | Path]) -> list[Path]:
-    """Image files from arguments that are files or folders (folders searched recursively, sorted).
-
-    Raises:
-        LeukolensError: a path does not exist, or there is no image at all.
-    """
-    paths: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            paths.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise LeukolensError(f"{path}: no such file or folder")
-    if not paths:
-        raise LeukolensError(
-            "no images found in " + ", ".join(str(i) for i in items) + f" (looked for {', '.join(IMAGE_SUFFIXES)})"
-        )
-    return paths
-
-
-def load_field(path: Path) -> tuple[Image.Image, list[str]]:
-    """An RGB field and notes on what was done to it.
-
-    Raises:
-        LeukolensError: unreadable, corrupt, or too large, with the reason.
-    """
-    notes = []
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-                raise LeukolensError(
-                    f"{path}: image is {width}x{height} px, larger than a microscope field (at most {MAX_SIDE} px a "
-                    f"side and {MAX_PIXELS // 1_000_000} megapixels); cut it into fields first"
-                )
-            if width < 32 or height < 32:
-                raise LeukolensError(f"{path}: image is {width}x{height} px, too small to be a smear field")
-            image.load()
-            if image.mode != "RGB":
-                notes.append(f"converted from {image.mode} to RGB")
-            return image.convert("RGB"), notes
-    except LeukolensError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise LeukolensError(f"{path}: cannot read image ({error})") from None
-
-
-def _cell_entry(number: int, box, score: float, class_name: str) -> dict:
-    x1, y1, x2, y2 = (round(float(v), 1) for v in box)
-    return {
-        "id": number,
-        "box_xyxy": [x1, y1, x2, y2],
-        "detector_class": class_name,
-        "detector_score": round(float(score), 4),
-    }
-
-
-def _overlay(image: Image.Image, path: Path, result: FieldResult, classes: Vocabulary) -> bytes:
-    """The field with its cells drawn, as PNG bytes (fast compression: the overlay is for eyes, not archives)."""
-    from leukolens.report.overlay import draw_field
-
-    cells = []
-    for c in result.cells:
-        label = c.get("type") or c["detector_class"]
-        attributes = {n: a["value"] for n, a in c.get("attributes", {}).items()}
-        if c.get("verdict") and c["verdict"] != "typical":
-            attributes = {"verdict": c["verdict"], **attributes}
-        cells.append(Cell(Box(tuple(c["box_xyxy"]), BoxFormat.XYXY), label, attributes))
-    field_record = Field(path, image.width, image.height, cells)
-    drawing = draw_field(field_record, classes)
-    buffer = io.BytesIO()
-    drawing.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -177,27 +92,24 @@ def analyze(
         overlays: also draw each field to PNG.
         threshold: detector score threshold (default: the one stored in the detector checkpoint).
         match_stain: bring each white cell's colours to the cell model's training cells first (see
-            :class:`leukolens.predict.Predictor`).
+            :class:`leukolens.predict.CellReader`).
     """
-    from leukolens.detect import Detector
-    from leukolens.predict import Predictor, default_checkpoint
-
     paths = find_images(items)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     field_detector = Detector.from_checkpoint(detector, engine=engine)
-    predictor, cell_note = None, None
-    if cells is None and not default_checkpoint().is_file():
+    reader, cell_note = None, None
+    if cells is None and not weights.shipped("cells").is_file():
         cell_note = (
-            f"no shipped cell model at {default_checkpoint()}: white cells are found and counted but not typed or "
-            "described (train one with `make weights`, or pass --cells)"
+            f"no shipped cell model at {weights.shipped('cells')}: white cells are found and counted but not typed "
+            "or described (train one with `make weights`, or pass --cells)"
         )
         log(f"leukolens: warning: {cell_note}")
     else:
-        predictor = Predictor.from_checkpoint(cells, engine=engine, match_stain=match_stain)
+        reader = CellReader.from_checkpoint(cells, engine=engine, match_stain=match_stain)
     classes = field_detector.classes
-    cell_types = predictor.classes if predictor else ()
-    palette = Vocabulary("analyze", tuple(dict.fromkeys((*classes, *cell_types))))
+    white = tuple(c for c in classes if c not in NOT_WHITE)
+    palette = Vocabulary("analyze", tuple(dict.fromkeys((*classes, *(reader.classes if reader else ())))))
     detector_info = {
         "checkpoint": str(field_detector.path),
         "score_threshold": field_detector.score_threshold if threshold is None else threshold,
@@ -205,7 +117,7 @@ def analyze(
     }
     started = time.perf_counter()
     skipped: list[dict] = []
-    results: list[tuple[str, FieldResult]] = []
+    results: list[tuple[str, AnalyzedField]] = []
     used: set[str] = set()
     writer = ThreadPoolExecutor(max_workers=1)  # PNG and JSON writing overlaps the next batch's networks
     pending = []
@@ -220,117 +132,37 @@ def analyze(
                 log(f"leukolens: skipped {error}")
                 continue
             images.append(image)
-            loaded.append((path, notes))
+            loaded.append((path, notes + ([cell_note] if cell_note else [])))
         if not images:
             continue
         found = field_detector.detect(images, threshold=threshold)
-        crops, owners = [], []
-        chunk_results = []
-        for (path, notes), image, detections in zip(loaded, images, found):
-            result = FieldResult(str(path), image.width, image.height, notes=list(notes))
-            if cell_note:
-                result.notes.append(cell_note)
-            for number, (box, score, label) in enumerate(
-                zip(detections.boxes, detections.scores, detections.labels), start=1
-            ):
-                entry = _cell_entry(number, box, score, classes[int(label)])
-                result.cells.append(entry)
-                if predictor is not None and entry["detector_class"] not in NOT_WHITE:
-                    crops.append(predictor.crop(image, entry["box_xyxy"]))
-                    owners.append(entry)
-            chunk_results.append((path, image, result))
-        if crops:
-            for entry, prediction in zip(owners, predictor.predict_crops(np.stack(crops))):
-                described = prediction.as_dict()
-                entry.update(
-                    {
-                        "type": described["label"],
-                        "type_probability": described["probability"],
-                        "type_probabilities": described["probabilities"],
-                        "attributes": described["attributes"],
-                        "atypicality": described["atypicality"],
-                        "verdict": described["verdict"],
-                    }
-                )
-        for path, image, result in chunk_results:
+        if reader is not None:
+            read = reader.read_cells(list(zip(images, found)), read=white)
+        else:
+            read = [[PredictedCell.detected(d, i) for i in range(len(d))] for d in found]
+        for (path, notes), image, predicted in zip(loaded, images, read):
+            field = AnalyzedField(path, image.width, image.height, cells=predicted, notes=notes)
             stem = _unique_stem(path, used)
-            results.append((stem, result))
-            payload = json.dumps(result.as_dict(detector_info), indent=1) + "\n"
+            results.append((stem, field))
+            payload = json.dumps(field_json(field, detector_info), indent=1) + "\n"
             pending.append(writer.submit(atomic_write_text, out / f"{stem}.json", payload))
             if overlays:
                 pending.append(
                     writer.submit(
-                        lambda i, p, r, s: atomic_write_bytes(out / f"{s}.png", _overlay(i, p, r, palette)),
-                        image,
-                        path,
-                        result,
-                        stem,
+                        lambda f, s: atomic_write_bytes(out / f"{s}.png", overlay_png(f, palette)), field, stem
                     )
                 )
     for job in pending:
         job.result()
     writer.shutdown()
     seconds = time.perf_counter() - started
-    summary = summarize(results, skipped, cell_note=cell_note, seconds=seconds, detector=detector_info)
+    summary = summary_json(
+        differential(results), fields_read=len(results), skipped=skipped, notes=[cell_note] if cell_note else [],
+        detector=detector_info, seconds=seconds,
+    )
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if not results:
         raise LeukolensError(
             f"none of the {len(paths)} images could be read (see {out / 'summary.json'}); first: {skipped[0]['reason']}"
         )
     return summary
-
-
-def summarize(
-    results: list[tuple[str, FieldResult]],
-    skipped: list[dict],
-    *,
-    cell_note: str | None,
-    seconds: float,
-    detector: dict,
-) -> dict:
-    """The sample's differential count and what was read."""
-    types: Counter = Counter()
-    flagged = []
-    counts: Counter = Counter()
-    for stem, result in results:
-        counts.update(result.counts())
-        for c in result.cells:
-            if c.get("type"):
-                types[c["type"]] += 1
-                if c.get("verdict") not in (None, "typical"):
-                    flagged.append({"field": stem, "cell": c["id"], "type": c["type"], "atypicality": c["atypicality"]})
-    typed = sum(types.values())
-    ranked = sorted(types.items(), key=lambda item: -item[1])
-    differential = {name: {"count": n, "percent": round(100 * n / typed, 1)} for name, n in ranked}
-    return {
-        "fields_read": len(results),
-        "fields_skipped": skipped,
-        "cells_found": dict(counts),
-        "wbc_typed": typed,
-        "differential": differential,
-        "atypical_flagged": len(flagged),
-        "flagged_cells": flagged,
-        "notes": [cell_note] if cell_note else [],
-        "detector": detector,
-        "seconds": round(seconds, 2),
-        "fields_per_second": round(len(results) / seconds, 2) if seconds > 0 else None,
-    }
-
-
-def format_summary(summary: dict, out: str | Path) -> str:
-    """The differential count as a hematologist reads it."""
-    lines = [
-        f"{summary['fields_read']} fields read, {len(summary['fields_skipped'])} skipped "
-        f"({summary['fields_per_second'] or 0:.1f} fields/s); results in {out}",
-        "cells found: " + (", ".join(f"{k} {v}" for k, v in summary["cells_found"].items()) or "none"),
-    ]
-    if summary["wbc_typed"]:
-        lines.append(f"WBC differential ({summary['wbc_typed']} cells typed):")
-        for name, v in summary["differential"].items():
-            lines.append(f"  {name:<22} {v['count']:>5}  {v['percent']:5.1f}%")
-        lines.append(f"atypical cells flagged for review: {summary['atypical_flagged']}")
-    for note in summary["notes"]:
-        lines.append(f"note: {note}")
-    for s in summary["fields_skipped"]:
-        lines.append(f"skipped: {s['reason']}")
-    return "\n".join(lines)

@@ -228,20 +228,21 @@ def cmd_eval_cells(args: argparse.Namespace) -> int:
 
 
 def cmd_predict_cells(args: argparse.Namespace) -> int:
-    from leukolens.predict import Predictor
+    from leukolens.predict.cells import CellReader
+    from leukolens.predict.output import cells_json
 
     paths = _image_paths(args.images)
-    predictor = Predictor.from_checkpoint(args.checkpoint, match_stain=args.match_stain)
+    predictor = CellReader.from_checkpoint(args.checkpoint, match_stain=args.match_stain)
     errors: list[tuple[str, str]] = []
     predictions = predictor.predict_files(paths, errors=errors)
     for _, message in errors:
         print(f"leukolens: skipped {message}", file=sys.stderr)
     if args.json:
-        payload = [p.as_dict() for p in predictions]
+        payload = cells_json(predictions)
         if args.json == "-":
-            print(json.dumps(payload, indent=2))
+            print(json.dumps(payload["cells"], indent=2))
         else:
-            _write_json(args.json, {"cells": payload})
+            _write_json(args.json, payload)
     if args.json != "-":
         for p in predictions:
             attributes = ", ".join(f"{n} {a.value} ({a.probability:.2f})" for n, a in p.attributes.items())
@@ -293,8 +294,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from leukolens.analyze import find_images, load_field
-    from leukolens.detect import Detector
+    from leukolens.predict.fields import Detector, find_images, load_field
+    from leukolens.predict.output import detect_json, detections_json
 
     detector = Detector.from_checkpoint(args.checkpoint)
     threshold = detector.score_threshold if args.threshold is None else args.threshold
@@ -307,16 +308,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
             errors += 1
             continue
         found = detector.detect([image], threshold=threshold)[0]
-        cells = [
-            {"box_xyxy": [round(float(v), 1) for v in box], "class": detector.classes[int(label)],
-             "score": round(float(score), 4)}
-            for box, score, label in zip(found.boxes, found.scores, found.labels)
-        ]
-        payload.append({"image": str(path), "width": image.width, "height": image.height, "cells": cells})
-        counts = {name: sum(c["class"] == name for c in cells) for name in detector.classes}
+        payload.append(detections_json(str(path), found))
+        counts = {name: sum(found.class_name(i) == name for i in range(len(found))) for name in detector.classes}
         print(f"{path}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
     if args.json:
-        _write_json(args.json, {"detector": str(detector.path), "score_threshold": threshold, "fields": payload})
+        _write_json(args.json, detect_json(str(detector.path), threshold, payload))
     return EXIT_PROBLEMS if errors else 0
 
 
@@ -333,7 +329,8 @@ def cmd_eval_detector(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from leukolens.analyze import analyze, format_summary
+    from leukolens.analyze import analyze
+    from leukolens.sample.differential import format_summary
 
     summary = analyze(
         args.images,
@@ -372,8 +369,8 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_clip(args: argparse.Namespace) -> int:
-    from leukolens.describe import default_clip_checkpoint
     from leukolens.eval.clip import evaluate_clip, format_report
+    from leukolens.predict.weights import default_clip_checkpoint
 
     report = evaluate_clip(
         args.checkpoint or default_clip_checkpoint(),
@@ -390,7 +387,8 @@ def cmd_eval_clip(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from leukolens.describe import ImageTextPredictor
+    from leukolens.predict.describe import ImageTextPredictor
+    from leukolens.predict.output import describe_json
 
     model = ImageTextPredictor.from_checkpoint(args.checkpoint)
     errors: list[tuple[str, str]] = []
@@ -398,11 +396,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
     for _, message in errors:
         print(f"leukolens: skipped {message}", file=sys.stderr)
     if args.json:
-        payload = [d.as_dict() for d in descriptions]
+        payload = describe_json(descriptions)
         if args.json == "-":
-            print(json.dumps(payload, indent=2))
+            print(json.dumps(payload["cells"], indent=2))
         else:
-            _write_json(args.json, {"cells": payload})
+            _write_json(args.json, payload)
     if args.json != "-":
         for d in descriptions:
             scores = ", ".join(f"{n} {v} ({s:.2f})" for n, (v, s) in d.attributes.items())
@@ -413,8 +411,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     import time
 
-    from leukolens.describe import ImageTextPredictor
-    from leukolens.search import gallery_images, open_index
+    from leukolens.predict.describe import ImageTextPredictor
+    from leukolens.predict.output import search_json
+    from leukolens.predict.search import gallery_images, open_index
 
     model = ImageTextPredictor.from_checkpoint(args.checkpoint)
     folder = Path(args.index) if args.index else Path(args.gallery) / ".leukolens-index"
@@ -431,7 +430,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     hits = index.search(model.embed_queries([args.query])[0], k=args.top)
     seconds = time.perf_counter() - start
     if args.json:
-        _write_json(args.json, {"query": args.query, "hits": [{"path": p, "score": s} for p, s in hits]})
+        _write_json(args.json, search_json(args.query, hits))
     for path, score in hits:
         print(f"{score:.3f}  {path}")
     print(f"{len(index):,} cells searched in {1000 * seconds:.0f} ms", file=sys.stderr)
@@ -470,7 +469,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from leukolens.generate import ATTRIBUTES_CSV, generate_cells
+    from leukolens.predict.generate import ATTRIBUTES_CSV, generate_cells
 
     written = generate_cells(
         args.checkpoint or _default_gan(), args.out, classes=args.classes or (), n=args.n, seed=args.seed,
@@ -483,12 +482,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _default_gan() -> Path:
-    from importlib import resources
+    from leukolens.predict.weights import resolve
 
-    path = Path(str(resources.files("leukolens") / "weights" / "gan-pbc.pt"))
-    if not path.is_file():
-        raise LeukolensError("no shipped GAN: pass --checkpoint (train one with `leukolens train gan`)")
-    return path
+    return resolve("gan", None)
 
 
 def cmd_eval_gan(args: argparse.Namespace) -> int:

@@ -42,13 +42,14 @@ def run_demo(out: Path) -> dict[str, Path]:
 
 def run_analyze_demo(out: Path) -> Path | None:
     """The main job on the bundled BCCD fields with the shipped weights: cells found, typed, described, counted."""
-    from leukolens.analyze import analyze, format_summary
-    from leukolens.detect import default_detector
+    from leukolens.analyze import analyze
+    from leukolens.predict.weights import default_detector
+    from leukolens.sample.differential import format_summary as format_differential
 
     if not default_detector().is_file():
         print(f"no shipped detector at {default_detector()}: skipping `leukolens analyze` (make weights-detector)")
         return None
     fields = sample_path("bccd") / "BCCD" / "JPEGImages"
     print(f"leukolens analyze {fields} --out {out}")
-    print(format_summary(analyze([fields], out=out), out))
+    print(format_differential(analyze([fields], out=out), out))
     return out

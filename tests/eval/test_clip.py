@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from leukolens.eval.clip import attribute_accuracy, classify, describe, random_recall, read_attributes, retrieval
+from leukolens.eval.clip import attribute_accuracy, classify, random_recall, read_attributes, retrieval
+from leukolens.predict.describe import describe
 from leukolens.records import LLD_SCHEMA
 
 

@@ -62,7 +62,7 @@ def test_checkpoint_round_trip_keeps_weights_config_and_prototypes(tmp_path):
 
 
 def test_a_changed_cell_model_is_refused(tmp_path):
-    from leukolens.predict import default_checkpoint
+    from leukolens.predict.weights import default_checkpoint
 
     if not default_checkpoint().is_file():
         pytest.skip("no shipped cell model")

@@ -8,7 +8,7 @@ import pytest
 from leukolens.cli import main
 from leukolens.io import ProblemLog, read_dataset, write_dataset
 from leukolens.models.clip import load_clip
-from leukolens.predict import default_checkpoint
+from leukolens.predict.weights import default_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ from PIL import Image
 
 from leukolens.data.fields import FIELD_AUGMENT_PRESETS
 from leukolens.data.stain import normalizer_from_reference
-from leukolens.detect import Detector
 from leukolens.io import write_dataset
 from leukolens.io.common import LeukolensError
 from leukolens.losses.pseudo import PseudoLabelConfig
 from leukolens.models.detector import load_detector
+from leukolens.predict.fields import Detector
 from leukolens.records import BLOOD_CELLS, Box, Cell, Dataset, Field
 from leukolens.train.detector import TrainDetectorConfig, train_detector
 

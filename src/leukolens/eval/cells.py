@@ -151,7 +151,7 @@ def evaluate_checkpoint(
     from leukolens.io.common import LeukolensError
     from leukolens.models.atypicality import AtypicalityScorer, select_features
     from leukolens.models.checkpoint import load_checkpoint
-    from leukolens.predict import default_checkpoint
+    from leukolens.predict.weights import default_checkpoint
 
     path = Path(checkpoint_path) if checkpoint_path else default_checkpoint()
     checkpoint = load_checkpoint(path)

@@ -92,6 +92,14 @@ def classify(images: np.ndarray, prototypes: dict, *, among: Sequence[str] | Non
     return (images @ matrix.T).argmax(1)
 
 
+def class_probabilities(images: np.ndarray, prototypes: dict, scale: float) -> np.ndarray:
+    """Class probabilities ``[images, classes]``: a softmax of the similarities to the class prototypes times
+    ``scale``."""
+    logits = scale * images @ _matrix(prototypes["classes"]).T
+    logits -= logits.max(1, keepdims=True)
+    return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+
 def read_attributes(images: np.ndarray, prototypes: dict, scale: float) -> dict[str, np.ndarray]:
     """Per attribute, value probabilities ``[images, values]`` from the similarity to each value's prototype."""
     out = {}
@@ -189,67 +197,6 @@ def query_set(contents: list[Content], *, with_class: bool = True) -> list[Conte
 
 def canonical_sentences(contents: list[Content], schema: AttributeSchema) -> list[str]:
     return [compose(c, schema=schema) for c in contents]
-
-
-# ------------------------------------------------------------------------------------------------------ describe
-@dataclass
-class Description:
-    """What the image-text model says about one cell."""
-
-    label: str
-    label_score: float
-    class_scores: dict[str, float]
-    attributes: dict[str, tuple[str, float]]  # name -> (value, score)
-    sentence: str
-    source: str = ""
-
-    def as_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "sentence": self.sentence,
-            "label": self.label,
-            "label_score": round(self.label_score, 4),
-            "class_scores": {k: round(v, 4) for k, v in self.class_scores.items()},
-            "attributes": {k: {"value": v, "score": round(s, 4)} for k, (v, s) in self.attributes.items()},
-        }
-
-
-def describe(
-    images: np.ndarray, prototypes: dict, *, scale: float, schema: AttributeSchema | None, with_class: bool = True
-) -> list[Description]:
-    """The best description of each cell: the class and, per attribute, the value whose phrases match best,
-    composed into one sentence, with softmax scores."""
-    names = prototypes["classes"]["names"]
-    logits = scale * images @ _matrix(prototypes["classes"]).T
-    logits -= logits.max(1, keepdims=True)
-    class_probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    attributes = read_attributes(images, prototypes, scale) if schema is not None else {}
-    out = []
-    for i in range(len(images)):
-        best = int(class_probabilities[i].argmax())
-        chosen = {}
-        for name, probs in attributes.items():
-            j = int(probs[i].argmax())
-            chosen[name] = (prototypes["attributes"][name]["values"][j], float(probs[i, j]))
-        if prototypes.get("mode", "composed") != "composed":
-            sentence = class_sentence(names[best])  # the baseline knows one sentence per class or diagnosis
-        else:
-            content = ((CLASS_KEY, names[best]),) if with_class or schema is None else ()
-            described = prototypes.get("described_classes")
-            if described is not None and names[best] not in described:
-                chosen = {}  # the model never learnt attributes for this class: say nothing rather than invent
-            content += tuple((a.name, chosen[a.name][0]) for a in schema or () if a.name in chosen)
-            sentence = compose(content, schema=schema)
-        out.append(
-            Description(
-                names[best],
-                float(class_probabilities[i, best]),
-                {c: float(p) for c, p in zip(names, class_probabilities[i])},
-                chosen,
-                sentence,
-            )
-        )
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------ protocol
@@ -382,9 +329,7 @@ def unseen_combinations(
 def patient_diagnosis(images: np.ndarray, cells, prototypes: dict, *, scale: float) -> dict:
     """Diagnosis of each patient: the class of the mean of its cells' probabilities."""
     names = prototypes["classes"]["names"]
-    logits = scale * images @ _matrix(prototypes["classes"]).T
-    logits -= logits.max(1, keepdims=True)
-    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    probabilities = class_probabilities(images, prototypes, scale)
     patients: dict[str, list[int]] = {}
     for i, sample in enumerate(cells.sample_ids):
         patients.setdefault(sample, []).append(i)

@@ -138,7 +138,7 @@ def evaluate_detections(
 
 
 def detect_fields(detector, fields: Sequence[Field], *, progress: Callable | None = None) -> list[Detections]:
-    """Run a :class:`~leukolens.detect.Detector` on fields at a low threshold (AP needs the whole ranking)."""
+    """Run a :class:`~leukolens.predict.fields.Detector` on fields at a low threshold (AP needs the whole ranking)."""
     from leukolens.data.cells import load_image
 
     out = []
@@ -164,8 +164,8 @@ def evaluate_checkpoint(
         sources: only the fields whose ``Field.domain`` value ``domain_key`` is one of these (e.g. TXL-PBC's four
             sources, or synthetic microscopes with ``domain_key="microscope"``); empty: all.
     """
-    from leukolens.detect import Detector
     from leukolens.io import ProblemLog, read_dataset
+    from leukolens.predict.fields import Detector
 
     detector = Detector.from_checkpoint(checkpoint, engine=engine)
     dataset = read_dataset(data, log=ProblemLog())

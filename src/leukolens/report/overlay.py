@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -123,3 +124,22 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     image.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
+
+
+def draw_analyzed_field(field: Field, classes: Vocabulary) -> Image.Image:
+    """A field read by ``analyze``: each cell under its type (or detector class), its predicted attributes in the
+    panel, led by the verdict of an atypical cell."""
+    cells = []
+    for cell in field.cells:
+        prediction = getattr(cell, "prediction", None)
+        if prediction is not None and prediction.atypical:
+            cell = dataclasses.replace(cell, attributes={"verdict": prediction.verdict, **cell.attributes})
+        cells.append(cell)
+    return draw_field(dataclasses.replace(field, cells=cells), classes)
+
+
+def overlay_png(field: Field, classes: Vocabulary) -> bytes:
+    """:func:`draw_analyzed_field` as PNG bytes (fast compression: the overlay is for eyes, not archives)."""
+    buffer = io.BytesIO()
+    draw_analyzed_field(field, classes).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

@@ -1,6 +1,6 @@
 """One entry point for the image-text model: describe cells in words, embed cells and free-text queries.
 
-    >>> from leukolens.describe import ImageTextPredictor
+    >>> from leukolens.predict import ImageTextPredictor
     >>> model = ImageTextPredictor.from_checkpoint()          # the shipped weights
     >>> model.describe_files(["cell.jpg"])[0].sentence
     'A large, round monocyte with an indented, unsegmented nucleus, ...'
@@ -12,14 +12,15 @@ MiniLM on first use.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from leukolens.data.cells import crop_cell, load_image
-from leukolens.eval.clip import Description, describe
-from leukolens.io.common import LeukolensError
+from leukolens.errors import LeukolensError
+from leukolens.eval.clip import class_probabilities, read_attributes
 from leukolens.models.clip import (
     ClipCheckpoint,
     ImageTower,
@@ -28,16 +29,64 @@ from leukolens.models.clip import (
     embed_texts,
     file_sha256,
     load_clip,
-    packaged_weights,
 )
-from leukolens.records import SCHEMAS
+from leukolens.predict import weights
+from leukolens.records import SCHEMAS, AttributeSchema
+from leukolens.text.sentences import CLASS_KEY, class_sentence, compose
 
-DEFAULT_CLIP = "clip-pbc.pt"
+
+@dataclass
+class Description:
+    """What the image-text model says about one cell."""
+
+    label: str
+    label_score: float
+    class_scores: dict[str, float]
+    attributes: dict[str, tuple[str, float]]  # name -> (value, score)
+    sentence: str
+    source: str = ""
+
+    def as_dict(self) -> dict:
+        """The description as ``leukolens describe --json`` writes it (see docs/output-schema.md)."""
+        from leukolens.predict.output import description_json
+
+        return description_json(self)
 
 
-def default_clip_checkpoint() -> Path:
-    """The image-text model shipped inside the package."""
-    return packaged_weights(DEFAULT_CLIP)
+def describe(
+    images: np.ndarray, prototypes: dict, *, scale: float, schema: AttributeSchema | None, with_class: bool = True
+) -> list[Description]:
+    """The best description of each cell: the class and, per attribute, the value whose phrases match best,
+    composed into one sentence, with softmax scores."""
+    names = prototypes["classes"]["names"]
+    probabilities = class_probabilities(images, prototypes, scale)  # [images, classes]
+    attributes = read_attributes(images, prototypes, scale) if schema is not None else {}
+    out = []
+    for i in range(len(images)):
+        best = int(probabilities[i].argmax())
+        chosen = {}
+        for name, probs in attributes.items():
+            j = int(probs[i].argmax())
+            chosen[name] = (prototypes["attributes"][name]["values"][j], float(probs[i, j]))
+        if prototypes.get("mode", "composed") != "composed":
+            sentence = class_sentence(names[best])  # the baseline knows one sentence per class or diagnosis
+        else:
+            content = ((CLASS_KEY, names[best]),) if with_class or schema is None else ()
+            described = prototypes.get("described_classes")
+            if described is not None and names[best] not in described:
+                chosen = {}  # the model never learnt attributes for this class: say nothing rather than invent
+            content += tuple((a.name, chosen[a.name][0]) for a in schema or () if a.name in chosen)
+            sentence = compose(content, schema=schema)
+        out.append(
+            Description(
+                names[best],
+                float(probabilities[i, best]),
+                {c: float(p) for c, p in zip(names, probabilities[i])},
+                chosen,
+                sentence,
+            )
+        )
+    return out
 
 
 class ImageTextPredictor:
@@ -54,9 +103,7 @@ class ImageTextPredictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, **kwargs) -> ImageTextPredictor:
-        path = Path(path) if path is not None else default_clip_checkpoint()
-        if path == default_clip_checkpoint() and not path.is_file():
-            raise LeukolensError(f"no shipped image-text model at {path}: train one with `leukolens train clip`")
+        path = weights.resolve("clip", path)
         return cls(load_clip(path), path=path, **kwargs)
 
     @property

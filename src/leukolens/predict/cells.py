@@ -1,34 +1,43 @@
-"""One obvious entry point for a trained cell model.
+"""The cell model at prediction time: each white cell's type, its attributes and how atypical it is.
 
-    >>> from leukolens.predict import Predictor
-    >>> predictor = Predictor.from_checkpoint()            # the shipped weights
-    >>> predictor.predict_files(["cell.jpg"])[0].label
+    >>> from leukolens.predict import CellReader
+    >>> reader = CellReader.from_checkpoint()               # the shipped weights
+    >>> reader.predict_files(["cell.jpg"])[0].label
     'Monocyte'
 
-Each prediction carries the class with its probability, every attribute with its probability, and an atypicality
-score with the verdict "atypical, review" when the cell is unlike anything the model was trained on.
+Each prediction (:class:`~leukolens.predict.results.CellPrediction`) carries the class with its probability, every
+attribute with its probability, and an atypicality score with the verdict "atypical, review" when the cell is unlike
+anything the model was trained on. :meth:`CellReader.read_cells` turns a field's detections into typed
+:class:`~leukolens.predict.results.PredictedCell` records. ``Predictor`` is the same class under its older name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from leukolens.data.augment import normalize
 from leukolens.data.cells import crop_cell, load_image
-from leukolens.io.common import LeukolensError
+from leukolens.errors import LeukolensError
 from leukolens.models.atypicality import AtypicalityScorer, select_features
+from leukolens.models.cellnet import CellNet
 from leukolens.models.checkpoint import CellCheckpoint, load_checkpoint
-from leukolens.models.runtime import make_runner
+from leukolens.predict import weights
+from leukolens.predict.engine import Engine, Export, stain_normalizer
+from leukolens.predict.results import (
+    ATYPICAL_VERDICT,
+    AttributePrediction,
+    CellPrediction,
+    FieldDetections,
+    PredictedCell,
+)
 
-DEFAULT_CHECKPOINT = "cellnet-pbc.pt"
-ATYPICAL_VERDICT = "atypical, review"
+__all__ = ["ATYPICAL_VERDICT", "AttributePrediction", "CellPrediction", "CellReader", "Predictor"]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -36,54 +45,34 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def default_checkpoint() -> Path:
-    """The cell model shipped inside the package."""
-    return Path(str(resources.files("leukolens") / "weights" / DEFAULT_CHECKPOINT))
+class _Flat(nn.Module):
+    """CellNet with tuple outputs, which ONNX export needs: class logits, embedding, attribute features, then the
+    logits of each attribute head."""
+
+    def __init__(self, model: CellNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        out = self.model(images)
+        heads = torch.cat(list(out.attribute_features.values()), 1) if out.attribute_features else out.embedding[:, :0]
+        return (out.class_logits, out.embedding, heads, *out.attribute_logits.values())
 
 
-@dataclass
-class AttributePrediction:
-    value: str
-    probability: float
-    probabilities: dict[str, float]
+def cell_engine(
+    model: CellNet, *, input_size: int, engine: str, path: Path | None, threads: int | None = None,
+    cache_dir: Path | None = None,
+) -> Engine:
+    """``model`` on ``engine``, taking normalised float crops ``[n, 3, input_size, input_size]``."""
+    example = torch.zeros(1, 3, input_size, input_size)
+    export = Export(name="cellnet", tag=str(input_size), example=example, input_name="images")
+    return Engine(
+        _Flat(model), export, engine=engine, checkpoint_path=path, cache_dir=cache_dir, threads=threads,
+        channels_last_input=True,
+    )
 
 
-@dataclass
-class CellPrediction:
-    """What the model says about one cell."""
-
-    label: str
-    probability: float
-    probabilities: dict[str, float]
-    attributes: dict[str, AttributePrediction] = field(default_factory=dict)
-    atypicality: float | None = None
-    atypical: bool = False
-    source: str = ""
-
-    @property
-    def verdict(self) -> str:
-        return ATYPICAL_VERDICT if self.atypical else "typical"
-
-    def as_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "label": self.label,
-            "probability": round(self.probability, 4),
-            "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
-            "attributes": {
-                name: {
-                    "value": a.value,
-                    "probability": round(a.probability, 4),
-                    "probabilities": {k: round(v, 4) for k, v in a.probabilities.items()},
-                }
-                for name, a in self.attributes.items()
-            },
-            "atypicality": None if self.atypicality is None else round(self.atypicality, 4),
-            "verdict": self.verdict,
-        }
-
-
-class Predictor:
+class CellReader:
     """A cell model ready to predict, with the preprocessing its checkpoint prescribes."""
 
     def __init__(
@@ -108,38 +97,28 @@ class Predictor:
             LeukolensError: ``match_stain`` with a checkpoint that stores no training colour statistics.
         """
         self.checkpoint = checkpoint
-        self.runner = make_runner(
-            checkpoint.build(),
-            engine=engine,
-            input_size=checkpoint.crop.input_size,
-            checkpoint_path=path,
-            threads=threads,
+        model = checkpoint.build()
+        self._heads = tuple(model.attribute_heads)  # the order of the attribute logits the network returns
+        self.engine = cell_engine(
+            model, input_size=checkpoint.crop.input_size, engine=engine, path=path, threads=threads
         )
         self.batch_size = batch_size
         self.scorer = AtypicalityScorer.from_dict(checkpoint.atypicality) if checkpoint.atypicality else None
-        self.stain = None
-        if checkpoint.stain:
-            from leukolens.data.stain import normalizer_from_reference
-
-            self.stain = normalizer_from_reference(checkpoint.stain)
-        elif match_stain:
+        self.stain = stain_normalizer(checkpoint.stain)
+        if not checkpoint.stain and match_stain:
             if not checkpoint.training_stain:
                 raise LeukolensError(
                     "this checkpoint stores no training colour statistics, so match_stain cannot be used; "
                     "retrain it, or add them with leukolens.train.cells.training_stain_reference"
                 )
-            from leukolens.data.stain import normalizer_from_reference
-
-            self.stain = normalizer_from_reference(checkpoint.training_stain)
+            self.stain = stain_normalizer(checkpoint.training_stain)
         if threads:
             torch.set_num_threads(threads)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, **kwargs) -> Predictor:
+    def from_checkpoint(cls, path: str | Path | None = None, **kwargs) -> CellReader:
         """Load a checkpoint (the shipped one when ``path`` is None)."""
-        path = Path(path) if path is not None else default_checkpoint()
-        if path == default_checkpoint() and not path.is_file():
-            raise LeukolensError(f"no shipped cell model at {path}: train one with `leukolens train cells`")
+        path = weights.resolve("cells", path)
         return cls(load_checkpoint(path), path=path, **kwargs)
 
     @property
@@ -158,14 +137,12 @@ class Predictor:
         for start in range(0, len(crops), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(crops[start : start + self.batch_size]))
             images = normalize(batch.permute(0, 3, 1, 2).float() / 255, self.checkpoint.mean, self.checkpoint.std)
-            output = self.runner(images.numpy())
-            class_probabilities = _softmax(output["class_logits"])
-            attribute_probabilities = {
-                a.name: _softmax(output[f"attribute/{a.name}"]) for a in self.checkpoint.config.attributes
-            }
+            class_logits, embedding, heads, *attribute_logits = self.engine(images.numpy())
+            class_probabilities = _softmax(class_logits)  # [batch, classes]
+            attribute_probabilities = {name: _softmax(logits) for name, logits in zip(self._heads, attribute_logits)}
             scores = None
             if self.scorer is not None:
-                scores = self.scorer.score(select_features(output["embedding"], output["heads"], self.scorer.features))
+                scores = self.scorer.score(select_features(embedding, heads, self.scorer.features))
             for i in range(len(batch)):
                 results.append(
                     self._prediction(
@@ -206,6 +183,25 @@ class Predictor:
         crops = np.stack([self.crop(image, box) for box in boxes])
         return self.predict_crops(crops, [source] * len(boxes))
 
+    def read_cells(
+        self, fields: Sequence[tuple[Image.Image, FieldDetections]], *, read: Sequence[str] | None = None
+    ) -> list[list[PredictedCell]]:
+        """Every detection of each field as a :class:`PredictedCell`, the cells of the classes in ``read`` (all when
+        None) read by the model. Crops are cut from the detector's float boxes; the crops of all the fields run
+        through the model together.
+        """
+        crops, owners = [], []
+        for f, (image, detections) in enumerate(fields):
+            for i in range(len(detections)):
+                if read is None or detections.class_name(i) in read:
+                    crops.append(self.crop(image, tuple(detections.boxes[i])))
+                    owners.append((f, i))
+        predictions = dict(zip(owners, self.predict_crops(np.stack(crops)))) if crops else {}
+        return [
+            [PredictedCell.detected(detections, i, predictions.get((f, i))) for i in range(len(detections))]
+            for f, (_, detections) in enumerate(fields)
+        ]
+
     def _open(self, path: Path) -> Image.Image:
         """A single-cell image, decoded at the smallest JPEG scale that still covers the input size."""
         if self.checkpoint.crop.mode != "image":
@@ -238,3 +234,7 @@ class Predictor:
             if crops:
                 results.extend(self.predict_crops(np.stack(crops), sources))
         return results
+
+
+Predictor = CellReader
+"""The older name of :class:`CellReader` (README, notebooks)."""

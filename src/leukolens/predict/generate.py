@@ -1,6 +1,6 @@
 """Generated cells on disk: a trained GAN's samples written as a data set leukolens reads back.
 
-    >>> from leukolens.generate import generate_cells
+    >>> from leukolens.predict import generate_cells
     >>> generate_cells("out/gan/generator.pt", "out/basophils", classes=["Basophil"], n=500)
 
 Images go to ``OUT/<class>/gan_<class>_<index>.png`` (a folder per class: ``leukolens data info OUT`` reads it). For
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from leukolens.io.common import LeukolensError, atomic_write_bytes, atomic_write_text
+from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
 from leukolens.models.gan import sample_images
 from leukolens.models.gan_checkpoint import class_index, conditions_for, load_gan
 

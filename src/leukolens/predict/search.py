@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from leukolens.io.common import IMAGE_SUFFIXES, LeukolensError, atomic_write_bytes, atomic_write_text
+from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
+from leukolens.io.common import IMAGE_SUFFIXES
 
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"

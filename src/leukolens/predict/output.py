@@ -1,0 +1,314 @@
+"""Prediction results as JSON: the one place typed results become dicts, and the versioned output schema.
+
+Every JSON file that ``analyze``, ``detect``, ``predict cells``, ``describe`` and ``search`` write carries
+``"schema_version": SCHEMA_VERSION``; docs/output-schema.md describes every key, and :data:`SCHEMAS` holds the same
+as JSON Schemas (draft 2020-12), one per kind of file. :func:`validate` checks a document against one of them (with
+``jsonschema`` when it is installed, else with the small checker here, which knows the keywords these schemas use).
+
+Numbers are rounded here and only here: boxes to 0.1 px, scores and probabilities to 4 decimals.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from leukolens.predict.results import AnalyzedField, CellPrediction, FieldDetections, PredictedCell
+
+SCHEMA_VERSION = 1
+"""Raised when a key is removed or renamed, or a value changes meaning; adding a key keeps the version."""
+
+
+def _round(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in values.items()}
+
+
+def _box(box) -> list[float]:
+    return [round(float(v), 1) for v in box]
+
+
+# ------------------------------------------------------------------------------------------------------ writers
+def prediction_json(prediction: CellPrediction) -> dict:
+    """One cell as ``predict cells`` writes it."""
+    return {
+        "source": prediction.source,
+        "label": prediction.label,
+        "probability": round(prediction.probability, 4),
+        "probabilities": _round(prediction.probabilities),
+        "attributes": _attributes_json(prediction),
+        "atypicality": None if prediction.atypicality is None else round(prediction.atypicality, 4),
+        "verdict": prediction.verdict,
+    }
+
+
+def _attributes_json(prediction: CellPrediction) -> dict:
+    return {
+        name: {"value": a.value, "probability": round(a.probability, 4), "probabilities": _round(a.probabilities)}
+        for name, a in prediction.attributes.items()
+    }
+
+
+def cells_json(predictions: Sequence[CellPrediction]) -> dict:
+    """The file ``predict cells --json PATH`` writes."""
+    return {"schema_version": SCHEMA_VERSION, "cells": [prediction_json(p) for p in predictions]}
+
+
+def cell_json(cell: PredictedCell) -> dict:
+    """One cell of an analysed field: where it is, what the detector said, and the cell model's reading."""
+    entry = {
+        "id": cell.number,
+        "box_xyxy": _box(cell.box.pixels_xyxy()),
+        "detector_class": cell.detector_class,
+        "detector_score": round(cell.detector_score, 4),
+    }
+    p = cell.prediction
+    if p is not None:
+        entry.update(
+            {
+                "type": p.label,
+                "type_probability": round(p.probability, 4),
+                "type_probabilities": _round(p.probabilities),
+                "attributes": _attributes_json(p),
+                "atypicality": None if p.atypicality is None else round(p.atypicality, 4),
+                "verdict": p.verdict,
+            }
+        )
+    return entry
+
+
+def field_json(field: AnalyzedField, detector: dict) -> dict:
+    """``<out>/<stem>.json`` of ``analyze``: one field, its cells and their counts."""
+    cells: list[PredictedCell] = field.cells  # type: ignore[assignment]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "image": str(field.image),
+        "width": field.width,
+        "height": field.height,
+        "detector": detector,
+        "counts": dict(Counter(c.detector_class for c in cells)),
+        "wbc_types": dict(Counter(c.prediction.label for c in cells if c.prediction is not None)),
+        "notes": list(field.notes),
+        "cells": [cell_json(c) for c in cells],
+    }
+
+
+def detections_json(image: str, detections: FieldDetections) -> dict:
+    """One field as ``detect --json`` lists it."""
+    width, height = detections.canvas_size
+    cells = [
+        {"box_xyxy": _box(detections.boxes[i]), "class": detections.class_name(i),
+         "score": round(float(detections.scores[i]), 4)}
+        for i in range(len(detections))
+    ]
+    return {"image": image, "width": width, "height": height, "cells": cells}
+
+
+def detect_json(detector: str, threshold: float, fields: list[dict]) -> dict:
+    """The file ``detect --json PATH`` writes; ``fields`` from :func:`detections_json`."""
+    return {"schema_version": SCHEMA_VERSION, "detector": detector, "score_threshold": threshold, "fields": fields}
+
+
+def description_json(description) -> dict:
+    """One cell as ``describe`` writes it (a :class:`~leukolens.predict.describe.Description`)."""
+    return {
+        "source": description.source,
+        "sentence": description.sentence,
+        "label": description.label,
+        "label_score": round(description.label_score, 4),
+        "class_scores": _round(description.class_scores),
+        "attributes": {k: {"value": v, "score": round(s, 4)} for k, (v, s) in description.attributes.items()},
+    }
+
+
+def describe_json(descriptions: Sequence) -> dict:
+    """The file ``describe --json PATH`` writes."""
+    return {"schema_version": SCHEMA_VERSION, "cells": [description_json(d) for d in descriptions]}
+
+
+def search_json(query: str, hits: Sequence[tuple[str, float]]) -> dict:
+    """The file ``search --json PATH`` writes."""
+    return {"schema_version": SCHEMA_VERSION, "query": query, "hits": [{"path": p, "score": s} for p, s in hits]}
+
+
+# ------------------------------------------------------------------------------------------------------ schemas
+def _object(properties: dict, *, required: Sequence[str] | None = None, extra: bool = False) -> dict:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties if required is None else required),
+        "additionalProperties": extra,
+    }
+
+
+def _map(values: dict) -> dict:
+    return {"type": "object", "additionalProperties": values}
+
+
+def _array(items: dict) -> dict:
+    return {"type": "array", "items": items}
+
+
+_NUMBER = {"type": "number"}
+_INTEGER = {"type": "integer"}
+_STRING = {"type": "string"}
+_VERSION = {"const": SCHEMA_VERSION}
+_BOX = {"type": "array", "items": _NUMBER, "minItems": 4, "maxItems": 4}
+_ATYPICALITY = {"type": ["number", "null"]}
+_VERDICT = {"enum": ["typical", "atypical, review"]}
+_ATTRIBUTES = _map(_object({"value": _STRING, "probability": _NUMBER, "probabilities": _map(_NUMBER)}))
+_DETECTOR = _object({"checkpoint": _STRING, "score_threshold": _NUMBER, "classes": _array(_STRING)})
+
+_CELL_READING = {
+    "type": _STRING,
+    "type_probability": _NUMBER,
+    "type_probabilities": _map(_NUMBER),
+    "attributes": _ATTRIBUTES,
+    "atypicality": _ATYPICALITY,
+    "verdict": _VERDICT,
+}
+_FIELD_CELL = _object(
+    {"id": _INTEGER, "box_xyxy": _BOX, "detector_class": _STRING, "detector_score": _NUMBER, **_CELL_READING},
+    required=("id", "box_xyxy", "detector_class", "detector_score"),
+)
+_PREDICTION = _object(
+    {
+        "source": _STRING,
+        "label": _STRING,
+        "probability": _NUMBER,
+        "probabilities": _map(_NUMBER),
+        "attributes": _ATTRIBUTES,
+        "atypicality": _ATYPICALITY,
+        "verdict": _VERDICT,
+    }
+)
+_DESCRIPTION = _object(
+    {
+        "source": _STRING,
+        "sentence": _STRING,
+        "label": _STRING,
+        "label_score": _NUMBER,
+        "class_scores": _map(_NUMBER),
+        "attributes": _map(_object({"value": _STRING, "score": _NUMBER})),
+    }
+)
+_SKIPPED = _object({"image": _STRING, "reason": _STRING})
+_FLAGGED = _object({"field": _STRING, "cell": _INTEGER, "type": _STRING, "atypicality": _ATYPICALITY})
+
+SCHEMAS: dict[str, dict] = {
+    "field": _object(
+        {
+            "schema_version": _VERSION,
+            "image": _STRING,
+            "width": _INTEGER,
+            "height": _INTEGER,
+            "detector": _DETECTOR,
+            "counts": _map(_INTEGER),
+            "wbc_types": _map(_INTEGER),
+            "notes": _array(_STRING),
+            "cells": _array(_FIELD_CELL),
+        }
+    ),
+    "summary": _object(
+        {
+            "schema_version": _VERSION,
+            "fields_read": _INTEGER,
+            "fields_skipped": _array(_SKIPPED),
+            "cells_found": _map(_INTEGER),
+            "wbc_typed": _INTEGER,
+            "differential": _map(_object({"count": _INTEGER, "percent": _NUMBER})),
+            "atypical_flagged": _INTEGER,
+            "flagged_cells": _array(_FLAGGED),
+            "notes": _array(_STRING),
+            "detector": _DETECTOR,
+            "seconds": _NUMBER,
+            "fields_per_second": {"type": ["number", "null"]},
+        }
+    ),
+    "detect": _object(
+        {
+            "schema_version": _VERSION,
+            "detector": _STRING,
+            "score_threshold": _NUMBER,
+            "fields": _array(
+                _object(
+                    {
+                        "image": _STRING,
+                        "width": _INTEGER,
+                        "height": _INTEGER,
+                        "cells": _array(_object({"box_xyxy": _BOX, "class": _STRING, "score": _NUMBER})),
+                    }
+                )
+            ),
+        }
+    ),
+    "cells": _object({"schema_version": _VERSION, "cells": _array(_PREDICTION)}),
+    "describe": _object({"schema_version": _VERSION, "cells": _array(_DESCRIPTION)}),
+    "search": _object(
+        {"schema_version": _VERSION, "query": _STRING, "hits": _array(_object({"path": _STRING, "score": _NUMBER}))}
+    ),
+}
+"""JSON Schema of each kind of output file: ``field`` and ``summary`` (analyze), ``detect``, ``cells`` (predict
+cells), ``describe``, ``search``."""
+for _kind, _schema in SCHEMAS.items():
+    _schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    _schema["title"] = f"leukolens {_kind} output, schema version {SCHEMA_VERSION}"
+
+
+# ------------------------------------------------------------------------------------------------------ checking
+def validate(document, kind: str) -> list[str]:
+    """What is wrong with ``document`` as an output file of ``kind`` (a key of :data:`SCHEMAS`); empty when valid."""
+    schema = SCHEMAS[kind]
+    try:
+        import jsonschema
+    except ImportError:
+        return _check(document, schema, "$")
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"$/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+
+
+_TYPES = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "null": type(None),
+    "boolean": bool,
+}
+
+
+def _is(value, name: str) -> bool:
+    if isinstance(value, bool) and name in ("integer", "number"):
+        return False
+    return isinstance(value, _TYPES[name])
+
+
+def _check(value, schema: dict, where: str) -> list[str]:
+    """The subset of JSON Schema the schemas above use: type, const, enum, properties, required,
+    additionalProperties, items, minItems, maxItems."""
+    if "const" in schema and value != schema["const"]:
+        return [f"{where}: {value!r} is not {schema['const']!r}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{where}: {value!r} is not one of {schema['enum']}"]
+    types = schema.get("type")
+    if types is not None and not any(_is(value, t) for t in ([types] if isinstance(types, str) else types)):
+        return [f"{where}: {value!r} is not of type {types}"]
+    problems = []
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        problems += [f"{where}: missing key {k!r}" for k in schema.get("required", ()) if k not in value]
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in properties:
+                problems += _check(item, properties[key], f"{where}/{key}")
+            elif extra is False:
+                problems.append(f"{where}: unexpected key {key!r}")
+            elif isinstance(extra, dict):
+                problems += _check(item, extra, f"{where}/{key}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", len(value)):
+            problems.append(f"{where}: {len(value)} items")
+        if "items" in schema:
+            for i, item in enumerate(value):
+                problems += _check(item, schema["items"], f"{where}/{i}")
+    return problems
