@@ -28,6 +28,36 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: float = 0.1
     saturation: float = 0.1
+    # Microscope, camera and stain changes beyond jitter (0 or False: off). Each is applied to a random share of
+    # the batch (``optics_share``), so that the model also sees clean cells.
+    hue: float = 0.0  # hue rotated by up to +- this many turns: stains that come out bluer or pinker
+    grayscale: float = 0.0  # probability of a grey image: monochrome cameras, faded stains
+    blur: float = 0.0  # Gaussian of sigma up to this (input pixels): focus and cheap optics
+    noise: float = 0.0  # sensor noise, standard deviation up to this (of 1.0)
+    vignette: float = 0.0  # corners darkened by up to this share: uneven illumination
+    jpeg: tuple[int, int] = (0, 0)  # JPEG re-encoding at a quality in this range ((0, 0): never)
+    optics_share: float = 0.5
+
+
+AUGMENT_PRESETS = {
+    # What the PBC-only model trained with: one microscope, gentle colour changes.
+    "default": AugmentConfig(),
+    # For cells from microscopes, cameras and stains never trained on.
+    "robust": AugmentConfig(
+        scale=(0.65, 1.0),
+        stain_sigma=0.15,
+        brightness=0.25,
+        contrast=0.25,
+        saturation=0.35,
+        hue=0.04,
+        grayscale=0.1,
+        blur=1.5,
+        noise=0.03,
+        vignette=0.3,
+        jpeg=(30, 90),
+    ),
+}
+"""Augmentation presets for cell crops by name (``leukolens train cells --augment``)."""
 
 
 def to_input(crops: torch.Tensor, input_size: int, mean, std, *, margin: float = 1.0) -> torch.Tensor:
@@ -83,7 +113,74 @@ def augment(
     if config.stain_sigma:
         out = hed_jitter(out, config.stain_sigma, generator)
     out = colour_jitter(out, config.brightness, config.contrast, config.saturation, generator)
+    out = optics(out.clamp(0, 1), config, generator)
     return normalize(out.clamp(0, 1), mean, std)
+
+
+def _chosen(batch: int, probability: float, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(batch, generator=generator) < probability
+
+
+def hue_rotate(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotate each image's hue ``[batch, 3, h, w]`` by ``turns[b]`` of a full turn, about the grey axis (keeps
+    luminance and saturation up to clipping)."""
+    angle = (turns * 2 * torch.pi).view(-1, 1, 1)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    k = torch.full((3, 3), 1 / 3)
+    cross = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) / 3**0.5
+    eye = torch.eye(3)
+    # Rodrigues' rotation about (1, 1, 1)/sqrt(3): [batch, 3, 3]
+    rotation = cos * eye + sin * cross + (1 - cos) * k
+    return torch.einsum("bij,bjhw->bihw", rotation, images)
+
+
+def vignette(images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """Darken each image towards its corners by up to ``strength[b]`` (radial, quadratic)."""
+    h, w = images.shape[-2:]
+    y = torch.linspace(-1, 1, h).view(h, 1)
+    x = torch.linspace(-1, 1, w).view(1, w)
+    radius = (x**2 + y**2) / 2  # 0 in the centre, 1 in the corners
+    return images * (1 - strength.view(-1, 1, 1, 1) * radius)
+
+
+def jpeg(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
+    """Re-encode images with JPEG at the given qualities (0: leave that image as it is)."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    out = images.clone()
+    for b, quality in enumerate(qualities):
+        if quality > 0:
+            encoded = encode_jpeg((images[b] * 255).round().to(torch.uint8), quality=int(quality))
+            out[b] = decode_jpeg(encoded).float() / 255
+    return out
+
+
+def optics(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Hue, grey, blur, noise, vignetting and JPEG on images in [0, 1] ``[batch, 3, h, w]``."""
+    from leukolens.data.fields import gaussian_blur
+
+    batch, share = images.shape[0], config.optics_share
+    if config.hue:
+        turns = (torch.rand(batch, generator=generator) * 2 - 1) * config.hue * _chosen(batch, share, generator)
+        images = hue_rotate(images, turns).clamp(0, 1)
+    if config.grayscale:
+        grey = _chosen(batch, config.grayscale, generator).view(-1, 1, 1, 1)
+        images = torch.where(grey, images.mean(dim=1, keepdim=True).expand_as(images), images)
+    if config.blur:
+        sigmas = torch.rand(batch, generator=generator) * config.blur * _chosen(batch, share, generator)
+        images = gaussian_blur(images, sigmas)
+    if config.noise:
+        level = torch.rand(batch, generator=generator) * config.noise * _chosen(batch, share, generator)
+        images = images + torch.randn(images.shape, generator=generator) * level.view(-1, 1, 1, 1)
+    if config.vignette:
+        strength = torch.rand(batch, generator=generator) * config.vignette * _chosen(batch, share, generator)
+        images = vignette(images, strength)
+    low, high = config.jpeg
+    if high > 0:
+        chosen = _chosen(batch, share, generator)
+        qualities = torch.randint(low, high + 1, (batch,), generator=generator) * chosen
+        images = jpeg(images.clamp(0, 1), qualities.tolist())
+    return images.clamp(0, 1)
 
 
 def colour_jitter(

@@ -59,6 +59,62 @@ class TrainCellsConfig:
     atypicality_features: str = "embedding"
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    extra_data: tuple[str, ...] = ()  # more data sets (other microscopes), typed into one vocabulary
+    freeze_norm: bool = False  # keep every batch-norm layer's ImageNet statistics: no one microscope's statistics
+
+
+def training_cells(config: TrainCellsConfig):
+    """The classes, attribute heads, schema name, crop rule and train/val cells of a training run.
+
+    With one data set, its own classes and crop rule; with ``extra_data``, the typed white cells of every data set
+    in one vocabulary (:mod:`leukolens.data.domains`), cut around their boxes the same way whatever the microscope.
+    """
+    dataset = read_dataset(config.data, log=ProblemLog())
+    unknown = set(config.exclude) - set(dataset.classes.names)
+    if not config.extra_data:
+        if unknown:
+            raise LeukolensError(f"--exclude names classes not in the data set: {sorted(unknown)}")
+        classes, attributes = model_targets(dataset, config.exclude)
+        crop = crop_config(dataset, config)
+        split_samples = {
+            split: cell_samples(
+                dataset,
+                classes=classes,
+                attributes=attributes,
+                split=split,
+                exclude=config.exclude,
+                whole_image=crop.mode == "image",
+            )
+            for split in (config.train_split, config.val_split)
+        }
+        schema = dataset.schema.name if dataset.schema else None
+    else:
+        from dataclasses import replace
+
+        from leukolens.data.domains import WBC_CLASSES, typed_cells
+
+        schema_source = dataset if dataset.schema else None
+        attributes = model_targets(schema_source, ())[1] if schema_source else ()
+        cells = [c for path in (config.data, *config.extra_data) for c in typed_cells(path, attributes=attributes)]
+        present = {WBC_CLASSES[c.sample.label] for c in cells if c.split == config.train_split}
+        classes = tuple(c for c in WBC_CLASSES if c in present and c not in config.exclude)
+        crop = CropConfig(input_size=config.input_size, context=config.context, mode="box")
+        split_samples = {
+            split: [
+                replace(c.sample, label=classes.index(WBC_CLASSES[c.sample.label]))
+                for c in cells
+                if c.split == split and WBC_CLASSES[c.sample.label] in classes
+            ]
+            for split in (config.train_split, config.val_split)
+        }
+        schema = dataset.schema.name if dataset.schema else None
+    train_samples, val_samples = split_samples[config.train_split], split_samples[config.val_split]
+    if not train_samples or not val_samples:
+        raise LeukolensError(
+            f"{config.data}: needs cells in both the {config.train_split!r} and "
+            f"{config.val_split!r} splits (see `leukolens data split`)"
+        )
+    return classes, attributes, schema, crop, train_samples, val_samples
 
 
 def model_targets(dataset: Dataset, exclude: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[AttributeSpec, ...]]:
@@ -76,8 +132,15 @@ def crop_config(dataset: Dataset, config: TrainCellsConfig) -> CropConfig:
     return CropConfig(input_size=config.input_size, context=round(context, 3), mode=mode)
 
 
-def _freeze(model: CellNet, blocks: int) -> None:
-    """Keep the stem and the first ``blocks`` backbone stages fixed (weights and batch-norm statistics)."""
+def _freeze(model: CellNet, blocks: int, *, norm: bool = False) -> None:
+    """Keep the stem and the first ``blocks`` backbone stages fixed (weights and batch-norm statistics); with
+    ``norm``, every batch-norm layer keeps its ImageNet statistics (its scale and shift still train), so that the
+    network carries no one microscope's colour statistics."""
+    if norm:
+        norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        model._frozen_modules = norms
+        for module in norms:
+            module.eval()
     if blocks <= 0:
         return
     inner = getattr(model.backbone, "model", None)
@@ -89,7 +152,7 @@ def _freeze(model: CellNet, blocks: int) -> None:
         module.eval()
         for parameter in module.parameters():
             parameter.requires_grad = False
-    model._frozen_modules = frozen  # re-applied after every .train()
+    model._frozen_modules = [*getattr(model, "_frozen_modules", []), *frozen]  # re-applied after every .train()
 
 
 def _train_mode(model: CellNet) -> None:
@@ -172,35 +235,7 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(config.out)
-    problems = ProblemLog()
-    dataset = read_dataset(config.data, log=problems)
-    classes, attributes = model_targets(dataset, config.exclude)
-    unknown = set(config.exclude) - set(dataset.classes.names)
-    if unknown:
-        raise LeukolensError(f"--exclude names classes not in the data set: {sorted(unknown)}")
-    crop = crop_config(dataset, config)
-    whole = crop.mode == "image"
-    train_samples = cell_samples(
-        dataset,
-        classes=classes,
-        attributes=attributes,
-        split=config.train_split,
-        exclude=config.exclude,
-        whole_image=whole,
-    )
-    val_samples = cell_samples(
-        dataset,
-        classes=classes,
-        attributes=attributes,
-        split=config.val_split,
-        exclude=config.exclude,
-        whole_image=whole,
-    )
-    if not train_samples or not val_samples:
-        raise LeukolensError(
-            f"{config.data}: needs cells in both the {config.train_split!r} and "
-            f"{config.val_split!r} splits (see `leukolens data split`)"
-        )
+    classes, attributes, schema, crop, train_samples, val_samples = training_cells(config)
     log(
         f"training on {len(train_samples):,} cells, validating on {len(val_samples):,}; {len(classes)} classes, "
         f"{len(attributes)} attribute heads; input {config.input_size} px"
@@ -225,7 +260,7 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
     )
     spec = SPECS[config.backbone]
     model = CellNet(CellNetConfig(classes, attributes, config.backbone), pretrained=True)
-    _freeze(model, config.freeze_blocks)
+    _freeze(model, config.freeze_blocks, norm=config.freeze_norm)
     model = model.to(memory_format=torch.channels_last)
     backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
     head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
@@ -299,7 +334,7 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
                 from_model(
                     model,
                     crop,
-                    schema=dataset.schema.name if dataset.schema else None,
+                    schema=schema,
                     stain=stain_stored,
                     metrics={"val": metrics},
                     train=train_record,
@@ -374,8 +409,8 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
     checkpoint = load_checkpoint(path)
     model = checkpoint.build().to(memory_format=torch.channels_last)
     model.temperatures.fill_(1.0)  # fit on the raw logits
-    dataset = read_dataset(config.data, log=ProblemLog())
-    classes, attributes = checkpoint.config.classes, checkpoint.config.attributes
+    attributes = checkpoint.config.attributes
+    _, _, _, _, train_samples, val_samples = training_cells(config)
     stain = None
     if checkpoint.stain:
         from leukolens.data.stain import normalizer_from_reference
@@ -383,14 +418,7 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
         stain = normalizer_from_reference(checkpoint.stain)
     features = {}
     training_crops = None
-    for split in (config.train_split, config.val_split):
-        samples = cell_samples(
-            dataset,
-            classes=classes,
-            attributes=attributes,
-            split=split,
-            whole_image=checkpoint.crop.mode == "image" and single_cell_images(dataset),
-        )
+    for split, samples in ((config.train_split, train_samples), (config.val_split, val_samples)):
         crops = load_crops(
             samples,
             size=checkpoint.crop.cache_size,

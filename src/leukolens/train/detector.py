@@ -166,23 +166,55 @@ def training_fields(config: TrainDetectorConfig, log: Callable[[str], None]):
         log(f"sparse labels: {config.annotated_fraction:.0%} of each field annotated, mode {config.sparse_mode}; "
             f"{sum(len(f.cells) for f in train):,} training boxes kept")
     sources = {f.domain.source for f in primary.fields}
-    extra: list[Field] = []
+    extra: list[tuple[list[Field], tuple[str, ...]]] = []  # (training fields, classes they teach) per data set
+    taught_by_val: dict[str, tuple[str, ...]] = {}
     for path in config.extra_data:
-        dataset = read_dataset(path, log=ProblemLog())
-        if not set(classes.names) & set(dataset.classes.names):
-            raise LeukolensError(f"{path}: shares no class with {config.data} ({', '.join(classes.names)})")
+        dataset, taught = _extra_dataset(path, classes, config.extra_classes)
         kept = [f for f in dataset.splits.get("train", []) if f.domain.source not in sources]
         if config.annotated_fraction < 1:
             kept = sparsify(kept, config.annotated_fraction, mode=config.sparse_mode, seed=config.seed)
-        log(f"{path}: {len(kept)} training fields (left out {len(dataset.splits.get('train', [])) - len(kept)} "
-            f"from sources the primary data set has: {', '.join(sorted(s for s in sources if s))})")
-        extra.extend(kept)
+        log(f"{path}: {len(kept)} training fields teaching {', '.join(taught) or 'every class'} (left out "
+            f"{len(dataset.splits.get('train', [])) - len(kept)} from sources the primary data set has: "
+            f"{', '.join(sorted(s for s in sources if s))})")
+        extra.append((kept, taught))
         val_fields = [f for f in dataset.splits.get("val", []) if f.domain.source not in sources]
         if config.annotated_fraction < 1:
             val_fields = sparsify(val_fields, config.annotated_fraction, mode="masked", seed=config.seed)
         if config.extra_val_fields and val_fields:
             val[Path(path).name] = _every(val_fields, config.extra_val_fields)
-    return classes, train, extra, val
+            taught_by_val[Path(path).name] = taught
+    return classes, train, extra, val, taught_by_val
+
+
+def _extra_dataset(path: str, classes, extra_classes: tuple[str, ...]):
+    """An extra data set and the detector classes it teaches.
+
+    A data set that types its white cells (Chula: Neutrophil, Lymphocyte, ...) and boxes nothing else teaches
+    ``WBC`` only: its cells become WBC boxes, and its unboxed red cells and platelets train nothing. A data set with
+    slides but one split is split by slide (:mod:`leukolens.data.domains`), never by field.
+    """
+    import dataclasses
+
+    from leukolens.data.domains import canonical_class, slide_splits
+
+    dataset = read_dataset(path, log=ProblemLog())
+    if set(classes.names) & set(dataset.classes.names):
+        return dataset, tuple(extra_classes)
+    if "WBC" not in classes.names or not all(canonical_class(c) for c in dataset.classes.names):
+        raise LeukolensError(f"{path}: shares no class with the detector ({', '.join(classes.names)})")
+    by_slide = {}
+    if len({f.split for f in dataset.fields}) <= 1:
+        pairs = [(f.domain.sample_id, c.label) for f in dataset.fields for c in f.cells]
+        by_slide = slide_splits([s for s, _ in pairs], [label for _, label in pairs])
+    fields = [
+        dataclasses.replace(
+            f,
+            cells=[dataclasses.replace(c, label="WBC") for c in f.cells],
+            split=by_slide.get(f.domain.sample_id, f.split),
+        )
+        for f in dataset.fields
+    ]
+    return dataclasses.replace(dataset, fields=fields, classes=classes), ("WBC",)
 
 
 def make_batch(
@@ -344,7 +376,7 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     out = Path(config.out)
-    classes, train, extra, val = training_fields(config, log)
+    classes, train, extra, val, taught_by_val = training_fields(config, log)
     if classes.names != BLOOD_CELLS.names:
         log(f"classes: {', '.join(classes.names)}")
     size = config.input_size
@@ -362,13 +394,17 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
         unknown = set(config.extra_classes) - set(classes.names)
         if unknown:
             raise LeukolensError(f"--extra-classes names classes the detector does not have: {sorted(unknown)}")
-        pools.append(
-            load_field_arrays(
-                extra, classes, size=size, taught=config.extra_classes, stain=stain,
-                progress=_progress("decoding extra fields"),
+        total = sum(len(fields) for fields, _ in extra)
+        for fields, taught in extra:
+            pools.append(
+                load_field_arrays(
+                    fields, classes, size=size, taught=taught, stain=stain,
+                    progress=_progress("decoding extra fields"),
+                )
             )
-        )
-        weights = [config.primary_weight, 1 - config.primary_weight]
+            # The extra data sets share their part of each batch in proportion to their fields.
+            weights.append((1 - config.primary_weight) * len(fields) / max(1, total))
+        weights[0] = config.primary_weight
     weights = list(np.array(weights) / np.sum(weights))
     log(
         f"training on {sum(len(p) for p in pools):,} fields ({', '.join(str(len(p)) for p in pools)}), validating on "
@@ -426,8 +462,7 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
         for name, fields in val.items():
             detections[name] = detect_arrays(model, fields, size, spec.mean, spec.std, stain)
             metrics[name] = evaluate_detections(fields, detections[name], classes, threshold=0.3)
-            scored = classes.names if name == next(iter(val)) or not config.extra_classes else config.extra_classes
-            # An extra data set scores only the classes it teaches.
+            scored = taught_by_val.get(name) or classes.names  # an extra data set scores only what it teaches
             scores.append(float(np.mean([metrics[name]["per_class"][c]["AP50"] or 0.0 for c in scored])))
         score = float(np.mean(scores))
         primary_name = next(iter(val))

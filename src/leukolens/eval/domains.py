@@ -1,0 +1,50 @@
+"""A cell model on cells from one microscope: accuracy, balanced accuracy, per-class recall, share flagged atypical.
+
+The measure that matters for a lab with its own microscope is this one on a domain the model never trained on
+(leave one domain out); see ``benchmarks/cell_domains.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from leukolens.data.cells import CellSample, load_crops
+from leukolens.eval.cells import run_model
+
+
+def evaluate_cells(checkpoint, samples: list[CellSample], truth: list[str], *, cache_dir: Path | None = None) -> dict:
+    """Scores of a loaded cell checkpoint on ``samples`` whose true class names are ``truth``.
+
+    A cell is right when the model's top class is its true class among all the model's classes (a neutrophil
+    called "Immature granulocyte" is wrong). Cells whose true class the model does not know are counted wrong.
+    """
+    from leukolens.models.atypicality import AtypicalityScorer, select_features
+
+    model = checkpoint.build()
+    crop = checkpoint.crop
+    stain = None
+    if checkpoint.stain:
+        from leukolens.data.stain import normalizer_from_reference
+
+        stain = normalizer_from_reference(checkpoint.stain)
+    crops = load_crops(samples, size=crop.input_size, context=crop.context, stain=stain, cache_dir=cache_dir)
+    output = run_model(model, crops, input_size=crop.input_size, mean=checkpoint.mean, std=checkpoint.std, margin=1.0)
+    classes = checkpoint.config.classes
+    guesses = np.array([classes[i] for i in output.class_probabilities.argmax(1)])
+    truth_array = np.array(truth)
+    names = sorted(set(truth))
+    result = {
+        "cells": len(samples),
+        "accuracy": float((guesses == truth_array).mean()) if len(truth) else float("nan"),
+        "per_class_recall": (recall := {c: float((guesses[truth_array == c] == c).mean()) for c in names}),
+        "balanced_accuracy": float(np.mean(list(recall.values()))) if names else float("nan"),
+        "per_class_cells": {c: int((truth_array == c).sum()) for c in names},
+        "predicted": {c: int((guesses == c).sum()) for c in classes},
+    }
+    if checkpoint.atypicality:
+        scorer = AtypicalityScorer.from_dict(checkpoint.atypicality)
+        scores = scorer.score(select_features(output.embeddings, output.attribute_features, scorer.features))
+        result["flagged_atypical"] = float((scores > scorer.threshold).mean())
+    return result

@@ -1,0 +1,59 @@
+"""Calibrating a cell model to a lab's microscope: refusals, a class learnt, a checkpoint that loads and predicts."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from leukolens.data.cells import CropConfig
+from leukolens.errors import LeukolensError
+from leukolens.eval.domains import evaluate_cells
+from leukolens.models.cellnet import CellNet, CellNetConfig
+from leukolens.models.checkpoint import from_model, load_checkpoint, save_checkpoint
+from leukolens.train.calibrate import CalibrateConfig, calibrate, lab_cells
+
+COLOURS = {"Lymphocyte": (150, 40, 160), "Basophil": (40, 40, 120), "Monocyte": (120, 150, 200)}
+
+
+def _cells(root, counts):
+    rng = np.random.default_rng(0)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image = Image.new("RGB", (48, 48), (230, 200, 200))
+            r = int(rng.integers(10, 16))
+            ImageDraw.Draw(image).ellipse((24 - r, 24 - r, 24 + r, 24 + r), fill=COLOURS[name])
+            image.save(root / name / f"{name}-{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def base():
+    model = CellNet(CellNetConfig(("Basophil", "Lymphocyte")), pretrained=False)
+    return from_model(model, CropConfig(input_size=48, context=2.0, mode="box"))
+
+
+def test_calibrate_learns_a_new_class_and_round_trips(base, tmp_path):
+    root = _cells(tmp_path / "lab", {"Lymphocyte": 8, "Basophil": 8, "Monocyte": 8})
+    samples, names = lab_cells(root, base.config.classes)
+    calibrated, report = calibrate(base, samples, names, CalibrateConfig(steps=150))
+    assert report.new_classes == ("Monocyte",) and report.cells == {"Lymphocyte": 8, "Basophil": 8, "Monocyte": 8}
+    assert calibrated.config.classes == ("Basophil", "Lymphocyte", "Monocyte")
+    assert report.cross_validated_accuracy >= 0.9  # three flat colours: separable once the head is refit
+    assert calibrated.training_stain is not None
+    path = save_checkpoint(calibrated, tmp_path / "lab.pt")
+    loaded = load_checkpoint(path)
+    result = evaluate_cells(loaded, samples, names)
+    assert result["accuracy"] >= 0.9 and loaded.metrics["calibration"]["cells"]["Monocyte"] == 8
+    assert base.config.classes == ("Basophil", "Lymphocyte")  # the base checkpoint is left as it was
+
+
+def test_calibrate_refuses_too_few_cells_and_unreadable_images(base, tmp_path):
+    root = _cells(tmp_path / "few", {"Lymphocyte": 6, "Basophil": 4})
+    samples, names = lab_cells(root, base.config.classes)
+    with pytest.raises(LeukolensError, match=r"Basophil \(4\).*at least 5"):
+        calibrate(base, samples, names)
+    root = _cells(tmp_path / "bad", {"Lymphocyte": 5, "Basophil": 5})
+    (root / "Basophil" / "Basophil-0.png").write_bytes(b"not an image")
+    with pytest.raises(LeukolensError, match="problem|cannot be read"):
+        samples, names = lab_cells(root, base.config.classes)
+        calibrate(base, samples, names)
