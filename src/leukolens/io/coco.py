@@ -118,6 +118,8 @@ def _load_json(path: Path) -> dict:
 def _read_categories(spec: dict, info: dict, path: Path, log: ProblemLog) -> tuple[Vocabulary, dict]:
     """The vocabulary (categories in id order) and category id -> class name."""
     categories = spec.get("categories") or []
+    if not isinstance(categories, list):
+        raise InputError(Problem(str(path), None, "bad-coco", "'categories' is not a list"))
     valid = []
     for category in categories:
         if not isinstance(category, dict) or not _is_int(category.get("id")) or "name" not in category:
@@ -180,7 +182,11 @@ def _numbers(value: object) -> tuple[float, float, float, float] | None:
 
 def _read_regions(image: dict, size: tuple[int, int], where: str, path: Path, log: ProblemLog) -> list[Box]:
     regions = []
-    for raw in image.get("annotated_regions") or []:
+    listed = image.get("annotated_regions") or []
+    if not isinstance(listed, list):
+        log.add(path, None, "bad-entry", f"{where}: annotated_regions {listed!r} is not a list of regions")
+        return regions
+    for raw in listed:
         values = _numbers(raw)
         if values is None:
             log.add(path, None, "bad-entry", f"{where}: annotated region {raw!r} is not four numbers")
@@ -381,7 +387,8 @@ def read_coco(path: Path, *, log: ProblemLog, image_root: Path | None = None) ->
         if _is_id(image_id) and (image_id in fields or image_id in skipped):
             log.add(path, None, "duplicate", f"image id {image_id!r} repeats an earlier one; the first is kept")
             continue
-        field = _read_image(image, path.parent, image_root, path, log, per_image.get(image_id, 0))
+        annotated = per_image.get(image_id, 0) if _is_id(image_id) else 0
+        field = _read_image(image, path.parent, image_root, path, log, annotated)
         if field is None:
             if _is_id(image_id):
                 skipped.add(image_id)

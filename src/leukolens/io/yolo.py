@@ -98,25 +98,50 @@ def find_split_folders(root: Path) -> list[SplitFolder]:
 
 
 def read_class_names(root: Path, folders: list[SplitFolder]) -> tuple[str, ...] | None:
-    """Class names from ``data.yaml`` or ``classes.txt``; None when the data set names none."""
+    """Class names from ``data.yaml`` or ``classes.txt``; None when the data set names none.
+
+    Raises:
+        InputError: the file that names the classes cannot be read (not UTF-8, not YAML, no list or mapping of names).
+    """
     data_yaml = root / "data.yaml"
     if data_yaml.is_file():
         try:
-            spec = yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}
+            spec = yaml.safe_load(_read_text(data_yaml, "bad-yaml")) or {}
         except yaml.YAMLError as error:
             line = getattr(getattr(error, "problem_mark", None), "line", None)
             line = None if line is None else line + 1
             raise InputError(Problem(str(data_yaml), line, "bad-yaml", str(error))) from None
+        if not isinstance(spec, dict):
+            raise InputError(Problem(str(data_yaml), None, "bad-yaml", "expected a mapping (with 'names')"))
         names = spec.get("names")
         if isinstance(names, dict):
-            return tuple(str(names[k]) for k in sorted(names, key=int))
+            try:
+                return tuple(str(names[k]) for k in sorted(names, key=int))
+            except (TypeError, ValueError):
+                message = f"the keys of 'names' must be class ids 0, 1, ...; got {list(names)[:5]}"
+                raise InputError(Problem(str(data_yaml), None, "bad-yaml", message)) from None
         if isinstance(names, list):
             return tuple(str(n) for n in names)
     candidates = [root / "classes.txt", root / "labels" / "classes.txt"] + [f.labels / "classes.txt" for f in folders]
     for candidate in candidates:
         if candidate.is_file():
-            return tuple(line.strip() for line in candidate.read_text(encoding="utf-8").splitlines() if line.strip())
+            text = _read_text(candidate, "unreadable-labels")
+            return tuple(line.strip() for line in text.splitlines() if line.strip())
     return None
+
+
+def _read_text(path: Path, kind: str) -> str:
+    """A whole UTF-8 file that the data set cannot be read without.
+
+    Raises:
+        InputError: the file is not UTF-8 text, or cannot be read.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(Problem(str(path), None, kind, f"not a UTF-8 text file ({error.reason})")) from None
+    except OSError as error:
+        raise InputError(Problem(str(path), None, kind, f"cannot read the file ({error.strerror})")) from None
 
 
 def read_fields_csv(root: Path, log: ProblemLog) -> dict[str, Domain]:
@@ -124,18 +149,29 @@ def read_fields_csv(root: Path, log: ProblemLog) -> dict[str, Domain]:
     path = root / FIELDS_CSV
     if not path.is_file():
         return {}
+    try:
+        text = _read_text(path, "unreadable-labels")
+    except InputError as error:
+        log.add(path, None, error.problem.kind, f"{error.problem.message}; ignored")
+        return {}
     domains: dict[str, Domain] = {}
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         if not reader.fieldnames or "image" not in reader.fieldnames:
             log.add(path, 1, "column-count", "fields.csv needs an 'image' column")
             return {}
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            line = reader.line_num
+            if None in row or None in row.values():  # more or fewer cells than the header has columns
+                log.add(path, line, "column-count", f"{len(reader.fieldnames)} columns expected")
+                continue
             image = row.pop("image")
             try:
                 domains[Path(image).stem] = Domain.from_dict(row)
             except ValueError as error:
                 log.add(path, line, "domain", str(error))
+    except csv.Error as error:
+        log.add(path, reader.line_num, "bad-csv", f"not a readable CSV file ({error}); the rest is ignored")
     return domains
 
 
@@ -170,6 +206,13 @@ def _is_number(token: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _label_of(token: str, classes: Vocabulary) -> str | None:
+    """The class a line's first token names, when it is a plain class id (for counting what a skipped line held)."""
+    if token.isascii() and token.isdigit() and int(token) < len(classes):
+        return classes.names[int(token)]
+    return None
 
 
 def _check_normalised_box(cx: float, cy: float, w: float, h: float) -> str | None:
@@ -216,7 +259,7 @@ def parse_label_file(
     width, height = size
     for number, text in lines:
         tokens = text.split()
-        label = classes.names[int(tokens[0])] if tokens[0].isdigit() and int(tokens[0]) < len(classes) else None
+        label = _label_of(tokens[0], classes)
         if len(tokens) not in columns:
             expected = " or ".join(str(c) for c in columns)
             log.add(path, number, "column-count", f"{len(tokens)} columns, expected {expected}", label=label)
@@ -229,7 +272,7 @@ def parse_label_file(
         if values is None:
             continue
         class_id = values[0]
-        if class_id != int(class_id) or not 0 <= class_id < len(classes):
+        if not 0 <= class_id < len(classes) or class_id != int(class_id):  # range first: int(nan) raises
             log.add(
                 path,
                 number,
@@ -304,7 +347,10 @@ def read_yolo(
         names = LLD_CLASSES.names
     if names is None:
         raise LeukolensError(f"{root}: no class names (no data.yaml or classes.txt); pass them with --names A,B,C")
-    classes = known_vocabulary(tuple(names), root.name)
+    try:
+        classes = known_vocabulary(tuple(names), root.name)
+    except ValueError as error:  # a class name repeats
+        raise InputError(Problem(str(root), None, "bad-classes", str(error))) from None
     domains = read_fields_csv(root, log)
     fields: list[Field] = []
     columns = LLD_COLUMNS if lld else PLAIN_COLUMNS
