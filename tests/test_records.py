@@ -175,3 +175,16 @@ def test_differences_sees_every_change_and_ignores_moved_images():
     found = differences(a, b)
     assert any("attributes" in d for d in found) and any("split" in d for d in found)
     assert not any("box" in d for d in found)
+
+
+def test_a_model_head_target_is_the_records_attribute():
+    from leukolens.models.cellnet import AttributeSpec as from_models
+    from leukolens.records import AttributeSpec
+
+    assert AttributeSpec is Attribute and from_models is Attribute
+    # A head built from a schema without the display title is the same attribute (checkpoints store no titles).
+    head = AttributeSpec(LLD_SCHEMA["nucleolus"].name, LLD_SCHEMA["nucleolus"].values)
+    assert head == LLD_SCHEMA["nucleolus"] and hash(head) == hash(LLD_SCHEMA["nucleolus"])
+    assert head != Attribute("nucleolus", ("prominent", "inconspicuous"))  # code order is part of it
+    with pytest.raises(ValueError, match="reserved"):
+        AttributeSpec("cytoplasm", ("scanty", NOT_APPLICABLE))
