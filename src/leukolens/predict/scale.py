@@ -26,11 +26,13 @@ run as given (padded to the network's multiple, never resized), boxes xyxy ``flo
 pixels, scores ``[n]``, class indices ``[n]``. This module calls it only on images no larger than ``tile_size``
 (default the detector's input size) on either side.
 
-Measured (``benchmarks/scale_sweep.py``, BCCD test fields resized by 0.33x to 3x, shipped detector): the
-detector's own red cells estimate the factor within a few percent at every factor; the detector-free alternative
-(granulometry of the red-cell mask: a thresholded, hole-filled mask and the inscribed diameter of its components)
-was measured beside it and kept out, being several times further off where red cells touch and overlap (BCCD) and
-failing on soft, low-contrast fields; see the benchmark section for the numbers.
+Measured (``benchmarks/scale_sweep.py``, 12 BCCD test fields resized by 0.33x to 3x, shipped detector): the
+detector's own red cells give the working factor within 3.5-4.6% (median) and 16% (worst) at every resize, no
+fallback. The detector-free alternative (granulometry of the red-cell mask: green below Otsu, holes filled, median
+inscribed diameter of the components) was measured beside it and kept out: 35-50% median error even after
+calibrating it on the unresized fields, because touching and overlapping red cells merge into larger components.
+On Chula's pale low-cost-camera fields the shipped detector sometimes finds too few confident red cells in the
+centre window, and the estimate falls back to the letterbox (1 of 6 fields in the test).
 """
 
 from __future__ import annotations
