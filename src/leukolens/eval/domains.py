@@ -11,11 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from leukolens.data.cells import CellSample, load_crops
-from leukolens.eval.cells import run_model
+from leukolens.eval.cells import CellPredictions, run_model
 
 
-def evaluate_cells(checkpoint, samples: list[CellSample], truth: list[str], *, cache_dir: Path | None = None) -> dict:
+def evaluate_cells(
+    checkpoint,
+    samples: list[CellSample],
+    truth: list[str],
+    *,
+    groups: list[str] | None = None,
+    cache_dir: Path | None = None,
+) -> dict:
     """Scores of a loaded cell checkpoint on ``samples`` whose true class names are ``truth``.
+
+    With ``groups`` (e.g. each cell's slide), the network's normalisation is first adapted to each group's own
+    cells (:func:`leukolens.models.adapt.adapt_norm`), as ``analyze`` does per sample, and each group is predicted
+    with its own statistics.
 
     A cell is right when the model's top class is its true class among all the model's classes (a neutrophil
     called "Immature granulocyte" is wrong). Cells whose true class the model does not know are counted wrong.
@@ -30,7 +41,11 @@ def evaluate_cells(checkpoint, samples: list[CellSample], truth: list[str], *, c
 
         stain = normalizer_from_reference(checkpoint.stain)
     crops = load_crops(samples, size=crop.input_size, context=crop.context, stain=stain, cache_dir=cache_dir)
-    output = run_model(model, crops, input_size=crop.input_size, mean=checkpoint.mean, std=checkpoint.std, margin=1.0)
+    if groups is None:
+        output = run_model(model, crops, input_size=crop.input_size, mean=checkpoint.mean, std=checkpoint.std,
+                           margin=1.0)
+    else:
+        output = _adapted_outputs(checkpoint, crops, groups)
     classes = checkpoint.config.classes
     guesses = np.array([classes[i] for i in output.class_probabilities.argmax(1)])
     truth_array = np.array(truth)
@@ -48,3 +63,29 @@ def evaluate_cells(checkpoint, samples: list[CellSample], truth: list[str], *, c
         scores = scorer.score(select_features(output.embeddings, output.attribute_features, scorer.features))
         result["flagged_atypical"] = float((scores > scorer.threshold).mean())
     return result
+
+
+def _adapted_outputs(checkpoint, crops: np.ndarray, groups: list[str]) -> CellPredictions:
+    """Model outputs with batch-norm statistics adapted to each group's cells, in the cells' order."""
+    import torch
+
+    from leukolens.data.augment import to_input
+    from leukolens.models.adapt import adapt_norm
+
+    crop = checkpoint.crop
+    parts, order = [], []
+    for group in dict.fromkeys(groups):
+        index = np.array([i for i, g in enumerate(groups) if g == group])
+        model = checkpoint.build()
+        adapt_norm(model, to_input(torch.from_numpy(crops[index]), crop.input_size, checkpoint.mean, checkpoint.std))
+        parts.append(run_model(model, crops[index], input_size=crop.input_size, mean=checkpoint.mean,
+                               std=checkpoint.std, margin=1.0))
+        order.append(index)
+    inverse = np.argsort(np.concatenate(order))
+    joined = {}
+    for name in ("class_probabilities", "embeddings", "class_logits", "attribute_features"):
+        joined[name] = np.concatenate([getattr(p, name) for p in parts])[inverse]
+    for name in ("attribute_probabilities", "attribute_logits"):
+        keys = getattr(parts[0], name)
+        joined[name] = {k: np.concatenate([getattr(p, name)[k] for p in parts])[inverse] for k in keys}
+    return CellPredictions(**joined)

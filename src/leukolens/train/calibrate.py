@@ -26,6 +26,7 @@ from leukolens.data.cells import CellSample, crop_cell, load_image
 from leukolens.data.domains import canonical_class
 from leukolens.errors import LeukolensError
 from leukolens.io import ProblemLog, read_dataset
+from leukolens.models.adapt import adapt_norm
 
 
 @dataclass(frozen=True)
@@ -119,23 +120,6 @@ def _inputs(crops: np.ndarray, checkpoint) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _adapt_norm(model, crops: np.ndarray, checkpoint, batch_size: int = 64) -> None:
-    """Re-estimate every batch-norm layer's statistics on ``crops`` (a cumulative average over all batches)."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for module in norms:
-        module.reset_running_stats()
-        module.momentum = None
-    model.eval()
-    for module in norms:
-        module.train()
-    for start in range(0, len(crops), batch_size):
-        model(_inputs(crops[start : start + batch_size], checkpoint))
-    model.eval()
-    for module in norms:
-        module.momentum = 0.1
-
-
-@torch.inference_mode()
 def _embeddings(model, crops: np.ndarray, checkpoint, batch_size: int = 64):
     model.eval()
     embeddings, heads = [], []
@@ -212,7 +196,7 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
         base_logits = model.class_head(torch.from_numpy(base_embeddings)).numpy()
     base_accuracy = float((base_logits.argmax(1) == labels).mean())
     if config.adapt_norm:
-        _adapt_norm(model, views, checkpoint)
+        adapt_norm(model, _inputs(views, checkpoint))
     embeddings, head_features = _embeddings(model, views, checkpoint)
 
     linear = model.class_head[-1]
