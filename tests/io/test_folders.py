@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from leukolens.io.common import InputError, LeukolensError, ProblemLog
+from leukolens.errors import LeukolensError
+from leukolens.io.common import InputError, ProblemLog
 from leukolens.io.folders import read_folders, write_folders
 from leukolens.records import (
     LLD_SCHEMA,

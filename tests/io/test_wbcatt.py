@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from leukolens.io.common import InputError, LeukolensError, ProblemLog
+from leukolens.errors import LeukolensError
+from leukolens.io.common import InputError, ProblemLog
 from leukolens.io.wbcatt import (
     WBCATT_COLUMNS,
     attach_wbcatt,

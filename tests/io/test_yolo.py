@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from leukolens.errors import LeukolensError, atomic_write_text
 from leukolens.io import check_images, read_dataset, sniff_format, write_dataset
-from leukolens.io.common import InputError, LeukolensError, ProblemLog, atomic_write_text
+from leukolens.io.common import InputError, ProblemLog
 from leukolens.io.yolo import read_yolo, write_lld, write_yolo
 from leukolens.records import (
     LLD_CLASSES,
