@@ -97,6 +97,8 @@ class CellReader:
             LeukolensError: ``match_stain`` with a checkpoint that stores no training colour statistics.
         """
         self.checkpoint = checkpoint
+        self._options = {"path": path, "engine": engine, "batch_size": batch_size, "threads": threads,
+                         "match_stain": match_stain}
         model = checkpoint.build()
         self._heads = tuple(model.attribute_heads)  # the order of the attribute logits the network returns
         self.engine = cell_engine(
@@ -151,6 +153,22 @@ class CellReader:
                 )
         return results
 
+    def adapted(self, crops: np.ndarray) -> CellReader:
+        """A reader whose network's normalisation statistics are re-estimated on ``crops`` ``[n, input, input, 3]``
+        (made by :meth:`crop`): one sample's own white cells, one slide on one microscope (AdaBN, no labels).
+        It runs on PyTorch, since the statistics are new weights."""
+        import copy
+
+        from leukolens.models.adapt import adapt_norm
+
+        model = self.checkpoint.build()
+        images = normalize(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255, self.checkpoint.mean,
+                           self.checkpoint.std)
+        adapt_norm(model, images)
+        checkpoint = copy.copy(self.checkpoint)
+        checkpoint.state_dict = model.state_dict()
+        return CellReader(checkpoint, **{**self._options, "engine": "torch", "path": None})
+
     def _prediction(self, i, class_probabilities, attribute_probabilities, scores, source) -> CellPrediction:
         best = int(class_probabilities[i].argmax())
         attributes = {}
@@ -184,11 +202,19 @@ class CellReader:
         return self.predict_crops(crops, [source] * len(boxes))
 
     def read_cells(
-        self, fields: Sequence[tuple[Image.Image, FieldDetections]], *, read: Sequence[str] | None = None
+        self,
+        fields: Sequence[tuple[Image.Image, FieldDetections]],
+        *,
+        read: Sequence[str] | None = None,
+        adapt_min_cells: int = 0,
     ) -> list[list[PredictedCell]]:
         """Every detection of each field as a :class:`PredictedCell`, the cells of the classes in ``read`` (all when
         None) read by the model. Crops are cut from the detector's float boxes; the crops of all the fields run
         through the model together.
+
+        Args:
+            adapt_min_cells: when the fields (one sample) hold at least this many cells to read, the model's
+                normalisation is first adapted to them (:meth:`adapted`); 0 never adapts.
         """
         crops, owners = [], []
         for f, (image, detections) in enumerate(fields):
@@ -196,7 +222,10 @@ class CellReader:
                 if read is None or detections.class_name(i) in read:
                     crops.append(self.crop(image, tuple(detections.boxes[i])))
                     owners.append((f, i))
-        predictions = dict(zip(owners, self.predict_crops(np.stack(crops)))) if crops else {}
+        reader = self
+        if crops and adapt_min_cells and len(crops) >= adapt_min_cells:
+            reader = self.adapted(np.stack(crops))
+        predictions = dict(zip(owners, reader.predict_crops(np.stack(crops)))) if crops else {}
         return [
             [PredictedCell.detected(detections, i, predictions.get((f, i))) for i in range(len(detections))]
             for f, (_, detections) in enumerate(fields)
