@@ -7,16 +7,13 @@ Each epoch ends with a validation pass; the best epoch (class accuracy plus mean
 
 from __future__ import annotations
 
-import math
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from leukolens.data.augment import AugmentConfig, augment
 from leukolens.data.cells import CropConfig, cell_samples, image_context, load_crops, single_cell_images
@@ -28,17 +25,53 @@ from leukolens.models.backbones import SPECS
 from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
 from leukolens.models.checkpoint import from_model, load_checkpoint, save_checkpoint
 from leukolens.records import Dataset
+from leukolens.train.loop import (
+    Batches,
+    MeanLosses,
+    freeze,
+    last_epoch_within_budget,
+    optimisation_step,
+    past,
+    progress,
+    train_mode,
+    warmup_cosine,
+)
 from leukolens.train.resume import restore_run
 
 
 @dataclass
-class TrainCellsConfig:
+class CellDataConfig:
+    """What a cell model learns from: the data sets, how cells are cut, stained and augmented, the splits."""
+
     data: str
-    out: str = "out/cells"
-    backbone: str = "efficientnet_lite0"
-    input_size: int = 160
+    extra_data: tuple[str, ...] = ()  # more data sets (other microscopes), typed into one vocabulary
+    exclude: tuple[str, ...] = ()  # classes held out of training (leave-one-class-out)
     context: float = 2.0
     crop: str = "auto"  # image (whole single-cell images), box (windows around boxes), auto (image when possible)
+    stain: str = "none"  # stain normalisation of every crop: none, reinhard or macenko
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    balanced: bool = True  # class-balanced sampling of each epoch
+    train_split: str = "train"
+    val_split: str = "val"
+    cache_dir: str = ".cache/leukolens"
+
+
+@dataclass
+class CellModelConfig:
+    """The network trained and the atypicality scorer fitted after it."""
+
+    backbone: str = "efficientnet_lite0"
+    input_size: int = 160
+    freeze_blocks: int = 2  # stem and the first blocks keep their ImageNet weights: faster, and enough for edges
+    freeze_norm: bool = False  # keep every batch-norm layer's ImageNet statistics: no one microscope's statistics
+    atypicality_method: str = "knn"
+    atypicality_features: str = "embedding"
+
+
+@dataclass
+class CellOptimConfig:
+    """How long and how fast the cell model trains."""
+
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
@@ -46,21 +79,20 @@ class TrainCellsConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
     attribute_weight: float = 1.0
-    balanced: bool = True
     patience: int = 3
-    freeze_blocks: int = 2  # stem and the first blocks keep their ImageNet weights: faster, and enough for edges
     max_minutes: float = 0.0  # stop after this long (0: no limit)
-    exclude: tuple[str, ...] = ()  # classes held out of training (leave-one-class-out)
-    train_split: str = "train"
-    val_split: str = "val"
-    cache_dir: str = ".cache/leukolens"
-    stain: str = "none"  # stain normalisation of every crop: none, reinhard or macenko
-    atypicality_method: str = "knn"
-    atypicality_features: str = "embedding"
     seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    extra_data: tuple[str, ...] = ()  # more data sets (other microscopes), typed into one vocabulary
-    freeze_norm: bool = False  # keep every batch-norm layer's ImageNet statistics: no one microscope's statistics
+
+
+@dataclass
+class TrainCellsConfig(CellOptimConfig, CellModelConfig, CellDataConfig):
+    """A cell-model training run: its data, model and optimisation parts, and where checkpoints go.
+
+    One flat constructor (``TrainCellsConfig(data=..., epochs=...)``) over the three parts; each function below
+    takes the part it reads (:func:`training_cells` the data part, :func:`train_one_epoch` the optimisation part).
+    """
+
+    out: str = "out/cells"
 
 
 def training_cells(config: TrainCellsConfig):
@@ -138,9 +170,7 @@ def _freeze(model: CellNet, blocks: int, *, norm: bool = False) -> None:
     network carries no one microscope's colour statistics."""
     if norm:
         norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        model._frozen_modules = norms
-        for module in norms:
-            module.eval()
+        freeze(model, norms, weights=False)
     if blocks <= 0:
         return
     inner = getattr(model.backbone, "model", None)
@@ -148,17 +178,7 @@ def _freeze(model: CellNet, blocks: int, *, norm: bool = False) -> None:
         frozen = [inner.conv_stem, inner.bn1, *inner.blocks[:blocks]]
     else:  # torchvision MobileNetV2: features[0] is the stem
         frozen = list(model.backbone.features[: blocks + 1])
-    for module in frozen:
-        module.eval()
-        for parameter in module.parameters():
-            parameter.requires_grad = False
-    model._frozen_modules = [*getattr(model, "_frozen_modules", []), *frozen]  # re-applied after every .train()
-
-
-def _train_mode(model: CellNet) -> None:
-    model.train()
-    for module in getattr(model, "_frozen_modules", []):
-        module.eval()
+    freeze(model, frozen)
 
 
 def _balanced_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -168,65 +188,92 @@ def _balanced_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(len(labels), size=len(labels), replace=True, p=weights / weights.sum())
 
 
-def train_one_epoch(
-    model,
-    optimizer,
-    scheduler,
-    crops,
-    samples,
+@dataclass
+class CellBatch:
+    images: torch.Tensor  # [batch, 3, input_size, input_size], augmented and normalised, channels-last
+    labels: torch.Tensor  # [batch] class indices
+    attributes: torch.Tensor  # [batch, attributes] value indices, IGNORE where unknown
+
+
+def cell_batches(
+    crops: np.ndarray,
+    samples: list,
     config: TrainCellsConfig,
-    rng,
-    generator,
-    attribute_names,
-    mean,
-    std,
-    progress: Callable | None,
-    deadline: float | None,
-) -> dict:
-    """One pass over the training crops; returns the mean of each loss part."""
-    _train_mode(model)
+    *,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> Batches[CellBatch]:
+    """An epoch of augmented batches of the cached ``crops`` ``[n, s, s, 3]`` of ``samples``: class-balanced (or
+    shuffled) with ``rng``, augmented with ``generator``; a last partial batch is dropped."""
     labels = np.array([s.label for s in samples])
-    order = _balanced_order(labels, rng) if config.balanced else rng.permutation(len(samples))
     attribute_targets = torch.tensor([s.attributes for s in samples], dtype=torch.long).view(len(samples), -1)
-    totals: dict[str, float] = {}
-    steps = range(0, len(order) - config.batch_size + 1, config.batch_size)
-    bar = progress(steps) if progress else steps
-    for step, start in enumerate(bar):
-        index = order[start : start + config.batch_size]
-        images = augment(torch.from_numpy(crops[index]), config.augment, config.input_size, mean, std, generator)
-        output = model(images.contiguous(memory_format=torch.channels_last))
+    starts = range(0, len(samples) - config.batch_size + 1, config.batch_size)
+
+    def make():
+        order = _balanced_order(labels, rng) if config.balanced else rng.permutation(len(samples))
+        for start in starts:
+            index = order[start : start + config.batch_size]
+            images = augment(torch.from_numpy(crops[index]), config.augment, config.input_size, mean, std, generator)
+            yield CellBatch(
+                images.contiguous(memory_format=torch.channels_last),
+                torch.from_numpy(labels[index]),
+                attribute_targets[index],
+            )
+
+    return Batches(len(starts), make)
+
+
+def train_one_epoch(
+    model: CellNet,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[CellBatch],
+    epoch: int,
+    *,
+    scheduler,
+    config: CellOptimConfig,
+    deadline: float | None = None,
+) -> dict[str, float]:
+    """One pass over ``batches`` (epoch ``epoch``, 0-based), one step each; returns the mean of each loss part."""
+    train_mode(model)
+    attribute_names = tuple(a.name for a in model.config.attributes)
+    losses = MeanLosses(batches, ("total", "class", "attributes"))
+    for batch in batches:
         parts = cell_loss(
-            output,
-            torch.from_numpy(labels[index]),
-            attribute_targets[index],
+            model(batch.images),
+            batch.labels,
+            batch.attributes,
             attribute_names,
             label_smoothing=config.label_smoothing,
             attribute_weight=config.attribute_weight,
         )
-        optimizer.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        optimizer.step()
-        scheduler.step()
-        for name in ("total", "class", "attributes"):
-            totals[name] = totals.get(name, 0.0) + parts[name].item()
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{totals['total'] / (step + 1):.3f}")
-        if deadline is not None and time.time() > deadline:
+        optimisation_step(optimizer, scheduler, parts["total"])
+        losses.add(parts)
+        if past(deadline):
             break
-    return {name: value / max(1, step + 1) for name, value in totals.items()}
+    return losses.means()
 
 
-def _last_epoch_within_budget(config: TrainCellsConfig, history: list[dict], epoch: int) -> int:
-    """The last epoch (1-based) that the time budget leaves room for, at the pace of the epochs so far."""
-    if not config.max_minutes or not history:
-        return config.epochs
-    per_epoch = history[-1]["minutes"] / len(history)
-    room = int((config.max_minutes - history[-1]["minutes"]) / per_epoch) if per_epoch > 0 else config.epochs
-    return max(epoch + 1, min(config.epochs, epoch + 1 + room))
+def _last_epoch_within_budget(config: CellOptimConfig, history: list[dict], epoch: int) -> int:
+    return last_epoch_within_budget(config.epochs, config.max_minutes, history, epoch)
 
 
-def _progress(description: str):
-    return lambda iterable: tqdm(iterable, desc=description, leave=False, disable=None, file=sys.stderr)
+def build_cell_model(config: CellModelConfig, classes: tuple[str, ...], attributes: tuple) -> CellNet:
+    """A cell network on an ImageNet backbone, its first stages (and with ``freeze_norm`` its statistics) fixed."""
+    model = CellNet(CellNetConfig(classes, attributes, config.backbone), pretrained=True)
+    _freeze(model, config.freeze_blocks, norm=config.freeze_norm)
+    return model.to(memory_format=torch.channels_last)
+
+
+def cell_optimizer(model: CellNet, config: CellOptimConfig) -> torch.optim.Optimizer:
+    """AdamW with the backbone at ``backbone_lr`` and the heads at ``lr``."""
+    backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    return torch.optim.AdamW(
+        [{"params": backbone_params, "lr": config.backbone_lr}, {"params": head_params, "lr": config.lr}],
+        weight_decay=config.weight_decay,
+    )
 
 
 def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> Path:
@@ -240,45 +287,24 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
         f"training on {len(train_samples):,} cells, validating on {len(val_samples):,}; {len(classes)} classes, "
         f"{len(attributes)} attribute heads; input {config.input_size} px"
     )
-    cache = Path(config.cache_dir)
     stain, stain_stored = _stain(config, train_samples, crop)
-    train_crops = load_crops(
-        train_samples,
-        size=crop.cache_size,
-        context=crop.cache_context,
-        stain=stain,
-        cache_dir=cache,
-        progress=_progress("caching train crops"),
-    )
-    val_crops = load_crops(
-        val_samples,
-        size=crop.cache_size,
-        context=crop.cache_context,
-        stain=stain,
-        cache_dir=cache,
-        progress=_progress("caching val crops"),
+    train_crops, val_crops = (
+        load_crops(
+            samples,
+            size=crop.cache_size,
+            context=crop.cache_context,
+            stain=stain,
+            cache_dir=Path(config.cache_dir),
+            progress=progress(f"caching {name} crops"),
+        )
+        for name, samples in (("train", train_samples), ("val", val_samples))
     )
     spec = SPECS[config.backbone]
-    model = CellNet(CellNetConfig(classes, attributes, config.backbone), pretrained=True)
-    _freeze(model, config.freeze_blocks, norm=config.freeze_norm)
-    model = model.to(memory_format=torch.channels_last)
-    backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
-    head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    optimizer = torch.optim.AdamW(
-        [{"params": backbone_params, "lr": config.backbone_lr}, {"params": head_params, "lr": config.lr}],
-        weight_decay=config.weight_decay,
-    )
+    model = build_cell_model(config, classes, attributes)
+    optimizer = cell_optimizer(model, config)
     steps_per_epoch = len(train_samples) // config.batch_size
-    total_steps = max(1, steps_per_epoch * config.epochs)
-    warmup = min(100, total_steps // 10)
-
-    horizon = [total_steps]  # shortened when a time budget will end training early, so the decay still ends
-
-    def schedule(step: int) -> float:  # linear warm-up, then cosine decay to the horizon
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, horizon[0] - warmup))))
-
+    # Linear warm-up, then cosine decay to the horizon, shortened when a time budget will end training early.
+    schedule, horizon = warmup_cosine(max(1, steps_per_epoch * config.epochs))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start_epoch, best_score, stale, history = 0, -1.0, 0, []
     if resume and (out / "last.pt").is_file():
@@ -289,23 +315,11 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
         log(f"resuming after epoch {start_epoch} (best score so far {best_score:.4f})")
     started = time.time() - 60 * (history[-1]["minutes"] if history else 0.0)  # a resumed run keeps its clock
     deadline = started + 60 * config.max_minutes if config.max_minutes else None
-    attribute_names = tuple(a.name for a in attributes)
     for epoch in range(start_epoch, config.epochs):
-        losses = train_one_epoch(
-            model,
-            optimizer,
-            scheduler,
-            train_crops,
-            train_samples,
-            config,
-            rng,
-            generator,
-            attribute_names,
-            spec.mean,
-            spec.std,
-            _progress(f"epoch {epoch + 1}"),
-            deadline,
-        )
+        batches = cell_batches(train_crops, train_samples, config, rng=rng, generator=generator, mean=spec.mean,
+                               std=spec.std)
+        losses = train_one_epoch(model, optimizer, progress(f"epoch {epoch + 1}")(batches), epoch,
+                                 scheduler=scheduler, config=config, deadline=deadline)
         predictions = run_model(
             model, val_crops, input_size=crop.input_size, mean=spec.mean, std=spec.std, margin=crop.eval_margin
         )
@@ -411,11 +425,7 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
     model.temperatures.fill_(1.0)  # fit on the raw logits
     attributes = checkpoint.config.attributes
     _, _, _, _, train_samples, val_samples = training_cells(config)
-    stain = None
-    if checkpoint.stain:
-        from leukolens.data.stain import normalizer_from_reference
-
-        stain = normalizer_from_reference(checkpoint.stain)
+    stain = checkpoint.preprocess.stain_normalizer()
     features = {}
     training_crops = None
     for split, samples in ((config.train_split, train_samples), (config.val_split, val_samples)):
