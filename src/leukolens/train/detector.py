@@ -29,15 +29,13 @@ stain, blur, noise and zoom augmentation (presets in :data:`leukolens.data.field
 from __future__ import annotations
 
 import math
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from leukolens.data.augment import colour_jitter, hed_jitter, normalize
 from leukolens.data.fields import (
@@ -73,60 +71,79 @@ from leukolens.models.detector import (
 )
 from leukolens.records import BLOOD_CELLS, Field, Vocabulary, known_vocabulary
 from leukolens.train.ema import ModelEMA
+from leukolens.train.loop import (
+    Batches,
+    MeanLosses,
+    freeze,
+    optimisation_step,
+    past,
+    progress,
+    train_mode,
+    warmup_cosine,
+)
 from leukolens.train.resume import restore_run
 
 
 @dataclass
-class TrainDetectorConfig:
+class DetectorDataConfig:
+    """What the detector learns from: the data sets, the classes each teaches, sparse labels, stain, augmentation."""
+
     data: str
     extra_data: tuple[str, ...] = ()
     extra_classes: tuple[str, ...] = ()  # classes the extra data teaches (empty: all); see train_detector
-    out: str = "out/detector"
-    backbone: str = "efficientnet_lite0"
-    input_size: int = 512  # longer side of a field in input pixels
-    stride: int = 8  # 4 is finer for platelets but trains 1.7x slower on CPU (docs/detector.md)
-    neck_channels: int = 64
-    epochs: int = 20
-    steps_per_epoch: int = 60
-    batch_size: int = 8
-    lr: float = 2e-3
-    backbone_lr: float = 1e-3
-    weight_decay: float = 1e-4
-    freeze_blocks: int = 1  # the stem and the first block keep their ImageNet weights
     primary_weight: float = 0.5  # share of each batch drawn from the primary data set when extra data is given
-    max_minutes: float = 0.0  # stop after this long (0: no limit); the cosine schedule shortens to fit
     val_fields: int = 0  # validate on at most this many primary fields (0: all)
     extra_val_fields: int = 40  # and this many from the extra data sets' val splits
-    seed: int = 0
-    threads: int = 0  # torch threads (0: torch's default, one per core)
     augment: FieldAugmentConfig = field(default_factory=FieldAugmentConfig)
     classes: tuple[str, ...] = ()  # train only these of the data set's classes (empty: all)
     sources: tuple[str, ...] = ()  # keep only the primary data set's fields from these sources (empty: all)
     domain_key: str = "source"  # the Domain field ``sources`` names: source, microscope, camera, magnification
     annotated_fraction: float = 1.0  # < 1: simulate sparse labels (data/sparse.py)
     sparse_mode: str = "masked"  # naive | masked | pseudo
-    pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     stain_norm: str = "none"  # none | reinhard | macenko, to the first primary training field
+
+
+@dataclass
+class DetectorModelConfig:
+    """The network: backbone, input and output scale, neck width, what stays frozen."""
+
+    backbone: str = "efficientnet_lite0"
+    input_size: int = 512  # longer side of a field in input pixels
+    stride: int = 8  # 4 is finer for platelets but trains 1.7x slower on CPU (docs/detector.md)
+    neck_channels: int = 64
+    freeze_blocks: int = 1  # the stem and the first block keep their ImageNet weights
     pretrained: bool = True  # ImageNet backbone weights (False in tests)
 
 
-def _progress(description: str):
-    return lambda iterable: tqdm(iterable, desc=description, leave=False, disable=None, file=sys.stderr)
+@dataclass
+class DetectorOptimConfig:
+    """How long and how fast the detector trains, and how pseudo-labels weigh in (sparse mode ``pseudo``)."""
+
+    epochs: int = 20
+    steps_per_epoch: int = 60
+    batch_size: int = 8
+    lr: float = 2e-3
+    backbone_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    max_minutes: float = 0.0  # stop after this long (0: no limit); the cosine schedule shortens to fit
+    pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    seed: int = 0
+    threads: int = 0  # torch threads (0: torch's default, one per core)
+
+
+@dataclass
+class TrainDetectorConfig(DetectorOptimConfig, DetectorModelConfig, DetectorDataConfig):
+    """A detector training run: its data, model and optimisation parts, and where checkpoints go.
+
+    One flat constructor (``TrainDetectorConfig(data=..., epochs=...)``) over the three parts; each function below
+    takes the part it reads.
+    """
+
+    out: str = "out/detector"
 
 
 def _freeze(model: CenterNet, blocks: int) -> None:
-    frozen = [model.taps.stem] + ([model.taps.stages[0]] if blocks >= 1 else [])
-    for module in frozen:
-        module.eval()
-        for parameter in module.parameters():
-            parameter.requires_grad = False
-    model._frozen_modules = frozen
-
-
-def _train_mode(model: CenterNet) -> None:
-    model.train()
-    for module in getattr(model, "_frozen_modules", []):
-        module.eval()
+    freeze(model, [model.taps.stem] + ([model.taps.stages[0]] if blocks >= 1 else []))
 
 
 def _every(fields: list[Field], limit: int) -> list[Field]:
@@ -266,7 +283,7 @@ def detect_arrays(
         found = decode(peaks, size, offset, stride=model.config.stride)[0]
         out.append(Detections(box.to_original(found.boxes), found.scores, found.labels))
     if was_training:
-        _train_mode(model)
+        train_mode(model)
     return out
 
 
@@ -284,87 +301,110 @@ def choose_threshold(fields: list[Field], detections: list[Detections], classes:
     return best
 
 
-def train_one_epoch(model, optimizer, scheduler, pools, weights, config, rng, generator, mean, std, progress,
-                    deadline, teacher: dict | None = None) -> dict:
-    """``steps_per_epoch`` steps; batches drawn from the pools of fields with the given weights.
+@dataclass
+class FieldBatch:
+    images: torch.Tensor  # [batch, 3, window, window], augmented and normalised, channels-last
+    boxes: list[np.ndarray]  # per window [n, 4] xyxy, input pixels
+    labels: list[np.ndarray]  # per window [n] class indices
+    regions: list[np.ndarray | None]  # per window its annotated rectangle (None: fully annotated)
+    taught: torch.Tensor | None  # [batch, classes] 1 where the window's data set teaches the class (None: all)
+
+
+def field_batches(
+    pools: list[list[FieldArrays]],
+    weights: list[float],
+    config: TrainDetectorConfig,
+    *,
+    num_classes: int,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> Batches[FieldBatch]:
+    """``steps_per_epoch`` batches of windows, each window's field drawn from the pools with the given weights."""
+
+    def make():
+        for _ in range(config.steps_per_epoch):
+            which = rng.choice(len(pools), size=config.batch_size, p=weights)
+            samples = [pools[p][int(rng.integers(len(pools[p])))] for p in which]
+            images, boxes, labels, regions = make_batch(samples, config, rng, generator, mean, std)
+            taught = None
+            if any(sample.taught is not None for sample in samples):
+                every = np.ones(num_classes, np.float32)
+                taught = torch.from_numpy(
+                    np.stack([every if s.taught is None else s.taught.astype(np.float32) for s in samples])
+                )
+            yield FieldBatch(images.contiguous(memory_format=torch.channels_last), boxes, labels, regions, taught)
+
+    return Batches(config.steps_per_epoch, make)
+
+
+def train_one_epoch(
+    model: CenterNet,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[FieldBatch],
+    epoch: int,
+    *,
+    scheduler,
+    pseudo: PseudoLabelConfig,
+    teacher: dict | None = None,
+    deadline: float | None = None,
+) -> dict[str, float]:
+    """One step per batch (epoch ``epoch``, 0-based); returns the mean of each loss part.
 
     ``teacher`` (sparse mode ``pseudo``): ``{"ema": ModelEMA, "prototypes": [classes, c] tensor}``, updated here.
     """
-    _train_mode(model)
-    totals: dict[str, float] = {}
-    steps = range(config.steps_per_epoch)
-    bar = progress(steps) if progress else steps
-    done = 0
-    for _ in bar:
-        which = rng.choice(len(pools), size=config.batch_size, p=weights)
-        samples = [pools[p][int(rng.integers(len(pools[p])))] for p in which]
-        images, boxes, labels, regions = make_batch(samples, config, rng, generator, mean, std)
-        output = model(images.contiguous(memory_format=torch.channels_last))
+    train_mode(model)
+    losses = MeanLosses(batches)
+    stride = model.config.stride
+    for batch in batches:
+        output = model(batch.images)
+        output_size = tuple(output.heatmap.shape[-2:])
         targets = centernet_targets(
-            boxes,
-            labels,
-            num_classes=len(model.config.classes),
-            output_size=tuple(output.heatmap.shape[-2:]),
-            stride=model.config.stride,
+            batch.boxes, batch.labels, num_classes=len(model.config.classes), output_size=output_size, stride=stride
         )
-        taught = None
-        if any(sample.taught is not None for sample in samples):
-            every = np.ones(len(model.config.classes), np.float32)
-            taught = torch.from_numpy(np.stack([every if s.taught is None else s.taught.astype(np.float32)
-                                                for s in samples]))  # [batch, classes]
         annotated = None
-        if any(r is not None for r in regions):  # sparsely annotated fields: the rest of the field is not negative
-            annotated = annotated_mask(
-                regions, output_size=tuple(output.heatmap.shape[-2:]), stride=model.config.stride
-            )
-        parts = detection_loss(output, targets, taught=taught, annotated=annotated)
+        if any(r is not None for r in batch.regions):  # sparsely annotated fields: the rest is not negative
+            annotated = annotated_mask(batch.regions, output_size=output_size, stride=stride)
+        parts = detection_loss(output, targets, taught=batch.taught, annotated=annotated)
         if teacher is not None and annotated is not None:
-            parts.update(_pseudo_parts(model, teacher, images, output, annotated, taught, boxes, labels, config,
-                                       step=scheduler.last_epoch))
-            parts["total"] = parts["total"] + config.pseudo.weight * parts["pseudo"]
-        optimizer.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        scheduler.step()
+            parts.update(_pseudo_parts(model, teacher, batch, output, annotated, pseudo, step=scheduler.last_epoch))
+            parts["total"] = parts["total"] + pseudo.weight * parts["pseudo"]
+        optimisation_step(optimizer, scheduler, parts["total"], parameters=model.parameters(), max_norm=10.0)
         if teacher is not None:
             teacher["ema"].update(model)
-        done += 1
-        for name, value in parts.items():
-            totals[name] = totals.get(name, 0.0) + value.item()
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{totals['total'] / done:.3f}")
-        if deadline is not None and time.time() > deadline:
+        losses.add(parts)
+        if past(deadline):
             break
-    return {name: value / max(1, done) for name, value in totals.items()}
+    return losses.means()
 
 
-def _pseudo_parts(model, teacher, images, output, annotated, taught, boxes, labels, config, *, step) -> dict:
+def _pseudo_parts(model, teacher, batch: FieldBatch, output, annotated, pseudo: PseudoLabelConfig, *, step) -> dict:
     """The pseudo-label loss of one batch (zero before the warm-up ends or when the teacher finds nothing)."""
     stride = model.config.stride
     zero = output.heatmap.sum() * 0
-    pseudo = config.pseudo
     use_prototypes = pseudo.min_prototype_similarity > 0
     if step < pseudo.warmup_steps and not use_prototypes:
         return {"pseudo": zero, "pseudo_labels": torch.tensor(0.0)}
     network = teacher["ema"].module
     with torch.no_grad():
-        features = network.features(images.contiguous(memory_format=torch.channels_last))
+        features = network.features(batch.images)
         teacher_output = network.heads(features)
         if use_prototypes:  # labelled cells (inside the annotated regions) keep the class prototypes current
             teacher["prototypes"] = update_prototypes(
-                teacher["prototypes"], features, boxes, labels, stride=stride, momentum=pseudo.prototype_momentum
+                teacher["prototypes"], features, batch.boxes, batch.labels, stride=stride,
+                momentum=pseudo.prototype_momentum,
             )
     if step < pseudo.warmup_steps:
         return {"pseudo": zero, "pseudo_labels": torch.tensor(0.0)}
     outside = 1 - annotated
     found = select_pseudo_labels(
-        teacher_output, outside, stride=stride, config=pseudo, taught=taught, features=features,
+        teacher_output, outside, stride=stride, config=pseudo, taught=batch.taught, features=features,
         prototypes=teacher["prototypes"] if use_prototypes else None,
     )
     if not found.count:
         return {"pseudo": zero, "pseudo_labels": torch.tensor(0.0)}
-    loss = pseudo_label_loss(output, found, outside, stride=stride, taught=taught)
+    loss = pseudo_label_loss(output, found, outside, stride=stride, taught=batch.taught)
     return {"pseudo": loss["total"], "pseudo_labels": torch.tensor(float(found.count))}
 
 
@@ -388,7 +428,7 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
         stain_reference = {"method": config.stain_norm, "reference": fit_reference(config.stain_norm, reference)}
         stain = normalizer_from_reference(stain_reference)
         log(f"stain normalisation: {config.stain_norm} to {train[0].id}")
-    pools = [load_field_arrays(train, classes, size=size, stain=stain, progress=_progress("decoding train fields"))]
+    pools = [load_field_arrays(train, classes, size=size, stain=stain, progress=progress("decoding train fields"))]
     weights = [1.0]
     if extra:
         unknown = set(config.extra_classes) - set(classes.names)
@@ -399,7 +439,7 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
             pools.append(
                 load_field_arrays(
                     fields, classes, size=size, taught=taught, stain=stain,
-                    progress=_progress("decoding extra fields"),
+                    progress=progress("decoding extra fields"),
                 )
             )
             # The extra data sets share their part of each batch in proportion to their fields.
@@ -431,14 +471,8 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
         weight_decay=config.weight_decay,
     )
     total_steps = max(1, config.steps_per_epoch * config.epochs)
-    warmup = min(100, total_steps // 10)
-    horizon = [total_steps]  # shortened when the time budget will end training early
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, horizon[0] - warmup))))
-
+    # Linear warm-up, then cosine decay to 2% at the horizon, shortened when the time budget will end training early.
+    schedule, horizon = warmup_cosine(total_steps, floor=0.02)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start_epoch, best_score, history = 0, -1.0, []
     if resume and (out / "last.pt").is_file():
@@ -453,10 +487,10 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
     started = time.time() - 60 * (history[-1]["minutes"] if history else 0.0)
     deadline = started + 60 * config.max_minutes if config.max_minutes else None
     for epoch in range(start_epoch, config.epochs):
-        losses = train_one_epoch(
-            model, optimizer, scheduler, pools, weights, config, rng, generator, spec.mean, spec.std,
-            _progress(f"epoch {epoch + 1}"), deadline, teacher,
-        )
+        batches = field_batches(pools, weights, config, num_classes=len(classes), rng=rng, generator=generator,
+                                mean=spec.mean, std=spec.std)
+        losses = train_one_epoch(model, optimizer, progress(f"epoch {epoch + 1}")(batches), epoch,
+                                 scheduler=scheduler, pseudo=config.pseudo, teacher=teacher, deadline=deadline)
         train_minutes = (time.time() - started) / 60
         metrics, scores, detections = {}, [], {}
         for name, fields in val.items():
