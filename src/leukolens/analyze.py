@@ -19,15 +19,23 @@ call into another module; the calls inside a predictor are listed under it):
 
 1. ``cli.cmd_analyze`` -> :func:`analyze` (this module): paths, checkpoints, options.
 2. -> ``predict.fields.load_field``: the RGB image and notes on its conversion.
-3. -> ``predict.fields.Detector.detect``: the image -> :class:`~leukolens.predict.results.FieldDetections` (float
-   xyxy boxes in the image's pixels, with its size); inside: stain normaliser, ``data.fields.letterbox``,
-   ``predict.engine.Engine``, ``models.detector.decode``.
-4. -> ``predict.cells.CellReader.read_cells``: image + detections -> one
+3. -> ``predict.fields.Detector.sample_scale`` (once per sample, on its first three fields): the sample's scale
+   from its red cells (the median of the fields' estimates; ``microns_per_pixel`` when given) -> a
+   :class:`~leukolens.predict.scale.FieldScale`; inside: stain normaliser, ``predict.scale.estimate_scale`` (6-8
+   forward passes per field on windows of the field at candidate factors).
+4. -> ``predict.fields.Detector.detect`` with that scale: the image ->
+   :class:`~leukolens.predict.results.FieldDetections` (float xyxy boxes in the image's pixels, with its size, the
+   scale and the tile count); inside: stain normaliser, ``predict.scale.tiles_at_scale`` (the field resized to the
+   working scale, cut into overlapping tiles when larger than one input), ``predict.engine.Engine`` (tiles of one
+   shape batched), ``models.detector.decode``, ``predict.scale.merge_tiles`` (back to native pixels, NMS across
+   tiles); with no red cells to go on, or ``scale="letterbox"``: ``data.fields.letterbox`` as in training.
+5. -> ``predict.cells.CellReader.read_cells``: image + detections -> one
    :class:`~leukolens.predict.results.PredictedCell` per detection, each white cell cropped from its float box and
    read (inside: ``data.cells.crop_cell``, ``predict.engine.Engine``).
-5. -> :class:`~leukolens.predict.results.AnalyzedField` (a ``records.Field`` of those cells, with the notes).
-6. -> ``predict.output.field_json``: the field as a dict, rounded, with ``schema_version``.
-7. -> ``errors.atomic_write_text``: ``<out>/<stem>.json``.
+6. -> :class:`~leukolens.predict.results.AnalyzedField` (a ``records.Field`` of those cells, with the notes, the
+   scale and the tile count).
+7. -> ``predict.output.field_json``: the field as a dict, rounded, with ``schema_version`` and ``scale``.
+8. -> ``errors.atomic_write_text``: ``<out>/<stem>.json``.
 
 Beside the JSON: ``report.overlay.overlay_png`` draws the same record to ``<out>/<stem>.png``, and
 ``sample.differential`` counts all the fields into ``<out>/summary.json``.
@@ -44,7 +52,7 @@ from pathlib import Path
 from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
 from leukolens.predict import weights
 from leukolens.predict.cells import CellReader
-from leukolens.predict.fields import Detector, find_images, load_field
+from leukolens.predict.fields import SCALE_MODES, Detector, find_images, load_field
 from leukolens.predict.output import field_json
 from leukolens.predict.results import AnalyzedField, PredictedCell
 from leukolens.records import Vocabulary
@@ -78,6 +86,8 @@ def analyze(
     batch_size: int = 8,
     engine: str = "auto",
     match_stain: bool = False,
+    microns_per_pixel: float | None = None,
+    scale: str = "auto",
     log: Callable[[str], None] = print,
     progress: Callable | None = None,
 ) -> dict:
@@ -93,7 +103,15 @@ def analyze(
         threshold: detector score threshold (default: the one stored in the detector checkpoint).
         match_stain: bring each white cell's colours to the cell model's training cells first (see
             :class:`leukolens.predict.CellReader`).
+        microns_per_pixel: the sample's scale, when known; else it is estimated from the red cells of the sample's
+            first three fields (one slide on one microscope: one scale) and used for every field.
+        scale: ``"auto"`` (every field at the scale the detector learnt, tiled when larger than one input there) or
+            ``"letterbox"`` (each field's longer side to the detector's input size, as before, for comparison).
     """
+    if scale not in SCALE_MODES:
+        raise LeukolensError(f"unknown scale {scale!r}: use one of {', '.join(SCALE_MODES)}")
+    if microns_per_pixel is not None and not microns_per_pixel > 0:
+        raise LeukolensError(f"microns per pixel must be positive, got {microns_per_pixel}")
     paths = find_images(items)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +137,7 @@ def analyze(
     skipped: list[dict] = []
     results: list[tuple[str, AnalyzedField]] = []
     used: set[str] = set()
+    sample_scale = None
     writer = ThreadPoolExecutor(max_workers=1)  # PNG and JSON writing overlaps the next batch's networks
     pending = []
     chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
@@ -135,13 +154,20 @@ def analyze(
             loaded.append((path, notes + ([cell_note] if cell_note else [])))
         if not images:
             continue
-        found = field_detector.detect(images, threshold=threshold)
+        if scale == "auto" and sample_scale is None:  # one slide on one microscope: estimated once
+            sample_scale = field_detector.sample_scale(images, microns_per_pixel=microns_per_pixel)
+        found = field_detector.detect(
+            images, threshold=threshold, batch_size=batch_size, scale=scale, field_scale=sample_scale
+        )
         if reader is not None:
             read = reader.read_cells(list(zip(images, found)), read=white)
         else:
             read = [[PredictedCell.detected(d, i) for i in range(len(d))] for d in found]
-        for (path, notes), image, predicted in zip(loaded, images, read):
-            field = AnalyzedField(path, image.width, image.height, cells=predicted, notes=notes)
+        for (path, notes), image, predicted, detections in zip(loaded, images, read, found):
+            field = AnalyzedField(
+                path, image.width, image.height, cells=predicted, notes=notes, scale=detections.scale,
+                tiles=detections.tiles,
+            )
             stem = _unique_stem(path, used)
             results.append((stem, field))
             payload = json.dumps(field_json(field, detector_info), indent=1) + "\n"

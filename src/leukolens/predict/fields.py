@@ -5,15 +5,25 @@
     >>> found = detector.detect([Image.open("field.jpg")])[0]
     >>> found.boxes, found.scores, [found.class_name(i) for i in range(len(found))]
 
-Fields are letterboxed exactly as in training (longer side to the checkpoint's input size, padded to a multiple of
-32); boxes come back as :class:`~leukolens.predict.results.FieldDetections`: xyxy corners in the original image's
-pixels, as floats, with the image's size. ONNX Runtime runs the network about twice as fast as eager PyTorch on two
+Every field is first brought to the scale the detector learnt (``scale="auto"``, the default): the scale is told by
+``microns_per_pixel`` or estimated from the field's own red cells (:mod:`leukolens.predict.scale`), the field is
+resized to that working scale, and a field larger than one input there is cut into overlapping tiles detected at
+their own pixels and merged (NMS across tiles): a large field is never shrunk into one small input. With no red cell
+to go on, or with ``scale="letterbox"``, a field is letterboxed as in training (longer side to the checkpoint's input
+size, padded to a multiple of 32). Boxes come back as :class:`~leukolens.predict.results.FieldDetections`: xyxy
+corners in the original image's pixels, as floats, with the image's size and the scale used.
+
+    >>> sample = detector.sample_scale(fields)             # one slide on one microscope: one scale, estimated once
+    >>> found = detector.detect(fields, field_scale=sample)
+
+ONNX Runtime runs the network about twice as fast as eager PyTorch on two
 cores; the export is cached per checkpoint file (see :mod:`leukolens.predict.engine`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +37,26 @@ from leukolens.models.detector import Detections, DetectorCheckpoint, FieldNetwo
 from leukolens.predict import weights
 from leukolens.predict.engine import ENGINES, Engine, Export, stain_normalizer
 from leukolens.predict.results import FieldDetections
+from leukolens.predict.scale import (
+    FALLBACK,
+    LETTERBOX,
+    FieldScale,
+    ScaleConfig,
+    estimate_scale,
+    learnt_rbc_diameter,
+    letterbox_factor,
+    median_scale,
+    merge_tiles,
+    pad_to_multiple,
+    scale_from_microns_per_pixel,
+    tiles_at_scale,
+)
 
-__all__ = ["ENGINES", "Detector", "FieldDetections", "find_images", "load_field"]
+__all__ = ["ENGINES", "SCALE_MODES", "Detector", "FieldDetections", "FieldScale", "find_images", "load_field"]
+
+SCALE_MODES = ("auto", "letterbox")
+SAMPLE_FIELDS = 3
+"""A sample's scale is the median of the estimates on its first this many fields."""
 
 MAX_PIXELS = 40_000_000
 """Larger images are refused: a microscope field is a few megapixels; a whole-slide scan must be tiled first."""
@@ -118,6 +146,10 @@ class Detector:
         self.path = path
         self._stain = stain_normalizer(checkpoint.stain)
         self.engine = detector_engine(checkpoint, engine=engine, path=path, threads=threads, cache_dir=cache_dir)
+        size = checkpoint.input_size
+        self.scale_config = ScaleConfig(
+            input_size=size, rbc_diameter=learnt_rbc_diameter(input_size=size, metrics=checkpoint.metrics)
+        )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, **kwargs) -> Detector:
@@ -133,10 +165,19 @@ class Detector:
     def score_threshold(self) -> float:
         return self.checkpoint.score_threshold
 
+    # -------------------------------------------------------------------------------------------------- pixels
+    def normalise(self, image: Image.Image) -> np.ndarray:
+        """The field as ``uint8 [h, w, 3]``, stain-normalised when the checkpoint was trained on normalised fields
+        (done once per field, before the scale estimate and the detection)."""
+        array = np.asarray(image.convert("RGB"))
+        return self._stain(array) if self._stain is not None else array
+
     def preprocess(self, image: Image.Image):
-        if self._stain is not None:  # the checkpoint was trained on stain-normalised fields
-            image = Image.fromarray(self._stain(np.asarray(image.convert("RGB"))))
-        canvas, _, box = letterbox(image, size=self.checkpoint.input_size)
+        """The letterboxed canvas of ``image`` (as in training) and the mapping back."""
+        return self._letterbox(self.normalise(image))
+
+    def _letterbox(self, array: np.ndarray):
+        canvas, _, box = letterbox(Image.fromarray(array), size=self.checkpoint.input_size)
         return canvas, box
 
     def run(self, canvases: np.ndarray, *, threshold: float = 0.01) -> list[Detections]:
@@ -144,26 +185,167 @@ class Detector:
         peaks, size, offset = self.engine(np.ascontiguousarray(canvases, dtype=np.uint8))
         return decode(peaks, size, offset, stride=self.checkpoint.config.stride, threshold=threshold)
 
-    def detect(
-        self, images: Sequence[Image.Image], *, threshold: float | None = None, batch_size: int = 8
-    ) -> list[FieldDetections]:
-        """Detections in each image's own pixels, scores at or above ``threshold`` (default: the checkpoint's)."""
-        threshold = self.score_threshold if threshold is None else threshold
-        prepared = [self.preprocess(image) for image in images]
-        results: list[FieldDetections | None] = [None] * len(prepared)
-        # Images of one canvas shape run together; others wait for their own batch.
-        by_shape: dict[tuple[int, int], list[int]] = {}
-        for i, (canvas, _) in enumerate(prepared):
-            by_shape.setdefault(canvas.shape[:2], []).append(i)
-        for indices in by_shape.values():
+    def run_native(
+        self, images: Sequence[np.ndarray], *, threshold: float = 0.01, batch_size: int = 8
+    ) -> list[Detections]:
+        """Detections of images ``uint8 [h, w, 3]`` run at their own pixels: each padded to a multiple of 32 with
+        :data:`~leukolens.predict.scale.PAD_COLOUR` (never resized), images of one padded shape batched; peaks in
+        the padding dropped, boxes clipped to the image."""
+        canvases = [pad_to_multiple(image) for image in images]
+        results: list[Detections | None] = [None] * len(images)
+        for indices in _by_shape(canvases).values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
-                found = self.run(np.stack([prepared[i][0] for i in chunk]), threshold=threshold)
+                found = self.run(np.stack([canvases[i] for i in chunk]), threshold=threshold)
                 for i, detections in zip(chunk, found):
-                    results[i] = self._in_image(detections, prepared[i][1], images[i].size)
+                    results[i] = _inside(detections, *images[i].shape[1::-1])
         return results  # type: ignore[return-value]
 
-    def _in_image(self, detections: Detections, box, size: tuple[int, int]) -> FieldDetections:
+    def detect_native(self, image: np.ndarray, *, threshold: float = 0.01):
+        """``detect(image) -> (boxes, scores, labels)`` at the image's own pixels, as
+        :mod:`leukolens.predict.scale` takes it."""
+        found = self.run_native([image], threshold=threshold)[0]
+        return found.boxes, found.scores, found.labels
+
+    # -------------------------------------------------------------------------------------------------- scale
+    def estimate_scale(self, image: Image.Image, *, microns_per_pixel: float | None = None) -> FieldScale:
+        """One field's scale from its own red cells (or ``microns_per_pixel`` when given)."""
+        return self._estimate(self.normalise(image), microns_per_pixel=microns_per_pixel)
+
+    def _estimate(self, array: np.ndarray, *, microns_per_pixel: float | None = None) -> FieldScale:
+        def detect(window: np.ndarray):
+            return self.detect_native(window, threshold=self.scale_config.rbc_score)
+
+        return estimate_scale(
+            array, detect, classes=self.classes, config=self.scale_config, microns_per_pixel=microns_per_pixel
+        )
+
+    def sample_scale(
+        self, images: Sequence[Image.Image], *, microns_per_pixel: float | None = None, fields: int = SAMPLE_FIELDS
+    ) -> FieldScale:
+        """The scale of a sample (one slide on one microscope): the median factor of the red-cell estimates of its
+        first ``fields`` images, fallbacks skipped (``microns_per_pixel`` when given). When no field has red cells
+        to go on, the fallback: every field is then letterboxed as in training."""
+        return self._sample_scale([self.normalise(im) for im in images[:fields]], microns_per_pixel)
+
+    def _sample_scale(self, arrays: Sequence[np.ndarray], microns_per_pixel: float | None) -> FieldScale:
+        if microns_per_pixel is not None:
+            return scale_from_microns_per_pixel(microns_per_pixel, self.scale_config)
+        if not arrays:
+            raise ValueError("a sample scale needs at least one field")
+        scales = [self._estimate(a) for a in arrays]
+        height, width = arrays[0].shape[:2]
+        fallback = FieldScale(None, letterbox_factor(width, height, self.scale_config.input_size), 0, FALLBACK,
+                              fields=len(arrays))
+        return median_scale(scales, self.scale_config) or fallback
+
+    # -------------------------------------------------------------------------------------------------- detect
+    def detect(
+        self,
+        images: Sequence[Image.Image],
+        *,
+        threshold: float | None = None,
+        batch_size: int = 8,
+        scale: str = "auto",
+        microns_per_pixel: float | None = None,
+        field_scale: FieldScale | None = None,
+    ) -> list[FieldDetections]:
+        """Detections in each image's own pixels, scores at or above ``threshold`` (default: the checkpoint's).
+
+        Args:
+            images: the fields.
+            threshold: score threshold (default: the checkpoint's).
+            batch_size: inputs run through the network together (inputs of one shape only).
+            scale: ``"auto"``: each field at the scale the detector learnt, tiled when larger than one input there;
+                ``"letterbox"``: each field's longer side to the input size, as in training (the behaviour before the
+                scale estimate, for comparison).
+            microns_per_pixel: the fields' scale, when known: no estimate is made (``"auto"`` only).
+            field_scale: one scale for every field (e.g. :meth:`sample_scale` of the sample they belong to). Without
+                it or ``microns_per_pixel``, the scale is estimated once per image size among ``images`` (on up to
+                the first three images of that size).
+
+        Raises:
+            LeukolensError: an unknown ``scale``.
+        """
+        if scale not in SCALE_MODES:
+            raise LeukolensError(f"unknown scale {scale!r}: use one of {', '.join(SCALE_MODES)}")
+        threshold = self.score_threshold if threshold is None else threshold
+        arrays = [self.normalise(image) for image in images]
+        if scale == "letterbox":
+            scales = [self._asked_letterbox(a) for a in arrays]
+        elif field_scale is not None or microns_per_pixel is not None:
+            given = field_scale or scale_from_microns_per_pixel(microns_per_pixel, self.scale_config)
+            scales = [given] * len(arrays)
+        else:
+            by_size = _by_shape(arrays)
+            per_size = {
+                size: self._sample_scale([arrays[i] for i in indices[:SAMPLE_FIELDS]], None)
+                for size, indices in by_size.items()
+            }
+            scales = [per_size[a.shape[:2]] for a in arrays]
+        scales = [self._field_fallback(s, a) for s, a in zip(scales, arrays)]
+        return self._detect_at(arrays, scales, threshold=threshold, batch_size=batch_size)
+
+    def _asked_letterbox(self, array: np.ndarray) -> FieldScale:
+        height, width = array.shape[:2]
+        return FieldScale(None, letterbox_factor(width, height, self.scale_config.input_size), 0, LETTERBOX, fields=0)
+
+    def _field_fallback(self, scale: FieldScale, array: np.ndarray) -> FieldScale:
+        """A sample's fallback, with this field's own letterbox factor."""
+        if scale.method != FALLBACK:
+            return scale
+        height, width = array.shape[:2]
+        return replace(scale, factor=letterbox_factor(width, height, self.scale_config.input_size))
+
+    def _detect_at(
+        self, arrays: Sequence[np.ndarray], scales: Sequence[FieldScale], *, threshold: float, batch_size: int
+    ) -> list[FieldDetections]:
+        """Every field at its scale: letterboxed (fallback or asked) or tiled at the working scale; the inputs of all
+        fields run together, batched by shape."""
+        inputs: list[np.ndarray] = []
+        plans = []  # per field: ("letterbox", mapping back, input index) or ("tiles", tiles, first input index)
+        for array, scale in zip(arrays, scales):
+            if scale.method in (FALLBACK, LETTERBOX):
+                canvas, box = self._letterbox(array)
+                plans.append(("letterbox", box, len(inputs)))
+                inputs.append(canvas)
+            else:
+                tiles, images = tiles_at_scale(array, factor=scale.factor, config=self.scale_config)
+                plans.append(("tiles", tiles, len(inputs)))
+                inputs.extend(pad_to_multiple(im) for im in images)
+        found: list[Detections | None] = [None] * len(inputs)
+        for indices in _by_shape(inputs).values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                for i, detections in zip(chunk, self.run(np.stack([inputs[i] for i in chunk]), threshold=threshold)):
+                    found[i] = detections
+        results = []
+        for array, scale, (kind, layout, first) in zip(arrays, scales, plans):
+            size = (array.shape[1], array.shape[0])
+            if kind == "letterbox":
+                results.append(self._in_image(found[first], layout, size, scale=scale, tiles=1))
+                continue
+            working = [
+                _inside(found[first + k], tile.width, tile.height) for k, tile in enumerate(layout)
+            ]
+            merged = merge_tiles(working, layout, factor=scale.factor)
+            results.append(self._native(merged, size, scale=scale, tiles=len(layout)))
+        return results
+
+    def _native(self, detections: Detections, size: tuple[int, int], *, scale: FieldScale, tiles: int):
+        """Merged detections (native pixels) clipped to the image; boxes squeezed to nothing dropped."""
+        boxes = detections.boxes.copy()
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, size[0])
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, size[1])
+        real = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+        return FieldDetections(
+            boxes[real], detections.scores[real], detections.labels[real], canvas_size=size, classes=self.classes,
+            scale=scale, tiles=tiles,
+        )
+
+    def _in_image(
+        self, detections: Detections, box, size: tuple[int, int], *, scale: FieldScale | None = None, tiles: int = 1
+    ) -> FieldDetections:
         """Canvas detections brought back to the image's pixels."""
         centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2 / (box.scale_x, box.scale_y)
         boxes = box.to_original(detections.boxes)
@@ -175,5 +357,24 @@ class Detector:
             & (boxes[:, 3] - boxes[:, 1] >= 1)
         )
         return FieldDetections(
-            boxes[real], detections.scores[real], detections.labels[real], canvas_size=size, classes=self.classes
+            boxes[real], detections.scores[real], detections.labels[real], canvas_size=size, classes=self.classes,
+            scale=scale, tiles=tiles,
         )
+
+
+def _by_shape(arrays: Sequence[np.ndarray]) -> dict[tuple[int, int], list[int]]:
+    """Indices of the arrays by their (height, width), in order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, array in enumerate(arrays):
+        groups.setdefault(array.shape[:2], []).append(i)
+    return groups
+
+
+def _inside(detections: Detections, width: int, height: int) -> Detections:
+    """Detections of an image padded right and bottom: peaks in the padding dropped, boxes clipped to the image."""
+    centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2
+    keep = (centres[:, 0] < width) & (centres[:, 1] < height)
+    boxes = detections.boxes[keep].copy()
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    return Detections(boxes, detections.scores[keep], detections.labels[keep])

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from leukolens.predict.results import AnalyzedField, CellPrediction, FieldDetections, PredictedCell
+from leukolens.predict.scale import METHODS as SCALE_METHODS
 
 SCHEMA_VERSION = 1
 """Raised when a key is removed or renamed, or a value changes meaning; adding a key keeps the version."""
@@ -76,20 +77,41 @@ def cell_json(cell: PredictedCell) -> dict:
     return entry
 
 
+def scale_json(scale, tiles: int) -> dict:
+    """The scale a field was detected at (a :class:`~leukolens.predict.scale.FieldScale`), how it was found, and
+    into how many tiles the field was cut at it."""
+    mpp = scale.microns_per_pixel
+    return {
+        "microns_per_pixel": None if mpp is None else round(mpp, 5),
+        "factor": round(scale.factor, 5),
+        "method": scale.method,
+        "red_cells": scale.red_cells,
+        "fields": scale.fields,
+        "tiles": tiles,
+    }
+
+
 def field_json(field: AnalyzedField, detector: dict) -> dict:
     """``<out>/<stem>.json`` of ``analyze``: one field, its cells and their counts."""
     cells: list[PredictedCell] = field.cells  # type: ignore[assignment]
-    return {
+    entry = {
         "schema_version": SCHEMA_VERSION,
         "image": str(field.image),
         "width": field.width,
         "height": field.height,
         "detector": detector,
-        "counts": dict(Counter(c.detector_class for c in cells)),
-        "wbc_types": dict(Counter(c.prediction.label for c in cells if c.prediction is not None)),
-        "notes": list(field.notes),
-        "cells": [cell_json(c) for c in cells],
     }
+    if field.scale is not None:
+        entry["scale"] = scale_json(field.scale, field.tiles)
+    entry.update(
+        {
+            "counts": dict(Counter(c.detector_class for c in cells)),
+            "wbc_types": dict(Counter(c.prediction.label for c in cells if c.prediction is not None)),
+            "notes": list(field.notes),
+            "cells": [cell_json(c) for c in cells],
+        }
+    )
+    return entry
 
 
 def detections_json(image: str, detections: FieldDetections) -> dict:
@@ -100,7 +122,10 @@ def detections_json(image: str, detections: FieldDetections) -> dict:
          "score": round(float(detections.scores[i]), 4)}
         for i in range(len(detections))
     ]
-    return {"image": image, "width": width, "height": height, "cells": cells}
+    entry = {"image": image, "width": width, "height": height}
+    if detections.scale is not None:
+        entry["scale"] = scale_json(detections.scale, detections.tiles)
+    return {**entry, "cells": cells}
 
 
 def detect_json(detector: str, threshold: float, fields: list[dict]) -> dict:
@@ -157,6 +182,16 @@ _ATYPICALITY = {"type": ["number", "null"]}
 _VERDICT = {"enum": ["typical", "atypical, review"]}
 _ATTRIBUTES = _map(_object({"value": _STRING, "probability": _NUMBER, "probabilities": _map(_NUMBER)}))
 _DETECTOR = _object({"checkpoint": _STRING, "score_threshold": _NUMBER, "classes": _array(_STRING)})
+_SCALE = _object(
+    {
+        "microns_per_pixel": {"type": ["number", "null"]},
+        "factor": _NUMBER,
+        "method": {"enum": list(SCALE_METHODS)},
+        "red_cells": _INTEGER,
+        "fields": _INTEGER,
+        "tiles": _INTEGER,
+    }
+)
 
 _CELL_READING = {
     "type": _STRING,
@@ -202,11 +237,14 @@ SCHEMAS: dict[str, dict] = {
             "width": _INTEGER,
             "height": _INTEGER,
             "detector": _DETECTOR,
+            "scale": _SCALE,
             "counts": _map(_INTEGER),
             "wbc_types": _map(_INTEGER),
             "notes": _array(_STRING),
             "cells": _array(_FIELD_CELL),
-        }
+        },
+        # `scale` was added in version 1 (adding a key keeps the version): files written before it stay valid
+        required=("schema_version", "image", "width", "height", "detector", "counts", "wbc_types", "notes", "cells"),
     ),
     "summary": _object(
         {
@@ -235,8 +273,10 @@ SCHEMAS: dict[str, dict] = {
                         "image": _STRING,
                         "width": _INTEGER,
                         "height": _INTEGER,
+                        "scale": _SCALE,
                         "cells": _array(_object({"box_xyxy": _BOX, "class": _STRING, "score": _NUMBER})),
-                    }
+                    },
+                    required=("image", "width", "height", "cells"),
                 )
             ),
         }

@@ -17,10 +17,14 @@ JSON.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from leukolens.records import Box, BoxFormat, Cell, Field
+
+if TYPE_CHECKING:
+    from leukolens.predict.scale import FieldScale
 
 ATYPICAL_VERDICT = "atypical, review"
 TYPICAL_VERDICT = "typical"
@@ -37,6 +41,8 @@ class FieldDetections:
         labels: ``[n]`` indices into ``classes``.
         canvas_size: (width, height) of the image the boxes are in.
         classes: the detector's class names.
+        scale: the scale the field was detected at and how it was found (None when not recorded).
+        tiles: how many inputs the field was cut into at that scale (1: the whole field in one input).
     """
 
     boxes: np.ndarray
@@ -46,6 +52,8 @@ class FieldDetections:
     classes: tuple[str, ...]
     format: BoxFormat = BoxFormat.XYXY
     normalized: bool = False
+    scale: FieldScale | None = None
+    tiles: int = 1
 
     def __post_init__(self) -> None:
         if self.format is not BoxFormat.XYXY or self.normalized:
@@ -131,7 +139,10 @@ class PredictedCell(Cell):
 
 @dataclass
 class AnalyzedField(Field):
-    """A field read by ``analyze``: its :class:`PredictedCell` cells and notes on how the image was read (e.g.
-    converted to RGB, or no cell model to type the white cells)."""
+    """A field read by ``analyze``: its :class:`PredictedCell` cells, notes on how the image was read (e.g.
+    converted to RGB, or no cell model to type the white cells), the scale it was detected at and into how many
+    tiles it was cut there (see :class:`FieldDetections`)."""
 
     notes: list[str] = field(default_factory=list)
+    scale: FieldScale | None = None
+    tiles: int = 1

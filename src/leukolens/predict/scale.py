@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
+from leukolens.data.fields import PAD_COLOUR  # the colour fields are padded with, in training and here
 from leukolens.models.detector import Detections
 
 RBC_MICRONS = 7.5  # a normal red cell's diameter (normocyte, 6.2-8.2 µm)
@@ -58,6 +59,8 @@ LARGE_WBC_TO_RBC = 2.4
 RED_CELLS = "red cells"
 OVERRIDE = "override"
 FALLBACK = "fallback: no red cells found, letterbox"
+LETTERBOX = "letterbox (asked)"
+METHODS = (RED_CELLS, OVERRIDE, FALLBACK, LETTERBOX)
 
 DetectFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -108,13 +111,17 @@ class FieldScale:
         microns_per_pixel: µm per native pixel; None when it could not be told (fallback).
         factor: resize factor from native pixels to the working scale (the scale the detector learnt).
         red_cells: how many red cells the estimate rests on (0 for an override or the fallback).
-        method: ``"red cells"``, ``"override"`` or ``"fallback: no red cells found, letterbox"``.
+        method: ``"red cells"``, ``"override"``, ``"fallback: no red cells found, letterbox"`` or
+            ``"letterbox (asked)"`` (the letterbox was asked for: no estimate made).
+        fields: how many fields the estimate looked at (a sample's scale is the median over its first few fields;
+            0 for an override or an asked letterbox).
     """
 
     microns_per_pixel: float | None
     factor: float
     red_cells: int
     method: str
+    fields: int = 1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -125,7 +132,23 @@ def scale_from_microns_per_pixel(microns_per_pixel: float, config: ScaleConfig) 
     if not microns_per_pixel > 0:
         raise ValueError(f"microns per pixel must be positive, got {microns_per_pixel}")
     native_diameter = RBC_MICRONS / microns_per_pixel
-    return FieldScale(float(microns_per_pixel), config.rbc_diameter / native_diameter, 0, OVERRIDE)
+    return FieldScale(float(microns_per_pixel), config.rbc_diameter / native_diameter, 0, OVERRIDE, fields=0)
+
+
+def median_scale(scales: Sequence[FieldScale], config: ScaleConfig) -> FieldScale | None:
+    """One scale for the fields of a sample (one slide on one microscope): the median factor of the fields' red-cell
+    estimates, fallbacks skipped; None when every field fell back."""
+    estimated = [s for s in scales if s.method == RED_CELLS]
+    if not estimated:
+        return None
+    factor = float(np.median([s.factor for s in estimated]))
+    return FieldScale(
+        RBC_MICRONS * factor / config.rbc_diameter,
+        factor,
+        sum(s.red_cells for s in estimated),
+        RED_CELLS,
+        fields=len(scales),
+    )
 
 
 def letterbox_factor(width: int, height: int, input_size: int) -> float:
@@ -267,6 +290,19 @@ def default_overlap(config: ScaleConfig) -> int:
     return math.ceil(LARGE_WBC_TO_RBC * config.rbc_diameter)
 
 
+def pad_to_multiple(image: np.ndarray, multiple: int = 32) -> np.ndarray:
+    """``image`` padded right and bottom with :data:`PAD_COLOUR` to a multiple of ``multiple`` a side (as the
+    letterbox pads in training); the image itself when it already is."""
+    height, width = image.shape[:2]
+    padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    if (padded_h, padded_w) == (height, width):
+        return image
+    canvas = np.empty((padded_h, padded_w, 3), np.uint8)
+    canvas[:] = PAD_COLOUR
+    canvas[:height, :width] = image
+    return canvas
+
+
 def tile_field(
     image: np.ndarray, *, factor: float, tile_size: int, overlap: int
 ) -> tuple[list[Tile], list[np.ndarray]]:
@@ -361,9 +397,22 @@ def detect_at_scale(
     """Detections in native pixels of a field brought to the working scale by ``factor``, cut into tiles of
     ``tile_size`` (default ``config.input_size``) when larger, overlapping by ``overlap`` working pixels (default
     :func:`default_overlap`, at most half a tile)."""
+    tiles, images = tiles_at_scale(image, factor=factor, config=config, tile_size=tile_size, overlap=overlap)
+    found = [Detections(*(np.asarray(v) for v in detect(im))) for im in images]
+    return merge_tiles(found, tiles, factor=factor, iou=iou)
+
+
+def tiles_at_scale(
+    image: np.ndarray,
+    *,
+    factor: float,
+    config: ScaleConfig | None = None,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+) -> tuple[list[Tile], list[np.ndarray]]:
+    """The tiles :func:`detect_at_scale` detects, for a caller that runs them itself (in batches, with the tiles of
+    other fields) and merges them with :func:`merge_tiles`."""
     config = config or ScaleConfig()
     tile_size = tile_size or config.input_size
     overlap = min(default_overlap(config) if overlap is None else overlap, tile_size // 2)
-    tiles, images = tile_field(image, factor=factor, tile_size=tile_size, overlap=overlap)
-    found = [Detections(*(np.asarray(v) for v in detect(im))) for im in images]
-    return merge_tiles(found, tiles, factor=factor, iou=iou)
+    return tile_field(image, factor=factor, tile_size=tile_size, overlap=overlap)
