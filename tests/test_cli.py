@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from leukolens.cli import main
-from leukolens.demo import sample_path
+from leukolens.cli.demo import sample_path
 from leukolens.io import read_dataset
 from leukolens.io.common import atomic_write_text
 from leukolens.records import differences
@@ -133,3 +133,102 @@ def test_demo_runs_on_the_bundled_samples(tmp_path, capsys):
 def test_bundled_samples_travel_with_the_package():
     assert (Path(sample_path("bccd")) / "LICENSE").is_file()
     assert (Path(sample_path("pbc")) / "wbcatt" / "LICENSE").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ training options
+def _config_from_command(monkeypatch, module_name: str, function: str, argv: list[str]):
+    """The config a ``train`` command builds, with the training itself replaced."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    seen = []
+    monkeypatch.setattr(module, function, lambda config, **_: seen.append(config) or Path("best.pt"))
+    assert main(argv) == 0
+    (config,) = seen
+    return config
+
+
+def test_training_options_default_to_their_configs(monkeypatch):
+    from leukolens.train.cells import TrainCellsConfig
+    from leukolens.train.clip import TrainClipConfig
+    from leukolens.train.detector import TrainDetectorConfig
+
+    cells = _config_from_command(
+        monkeypatch, "leukolens.train.cells", "train_cells", ["train", "cells", "--data", "d", "--no-atypicality"]
+    )
+    assert cells == TrainCellsConfig(data="d")
+    detector = _config_from_command(
+        monkeypatch, "leukolens.train.detector", "train_detector", ["train", "detector", "--data", "d"]
+    )
+    assert detector == TrainDetectorConfig(data="d")
+    clip = _config_from_command(monkeypatch, "leukolens.train.clip", "train_clip", ["train", "clip", "--data", "d"])
+    assert clip == TrainClipConfig(data="d")
+
+
+def test_train_cells_takes_more_microscopes_robust_augmentation_and_frozen_statistics(monkeypatch):
+    from leukolens.data.augment import AUGMENT_PRESETS
+
+    config = _config_from_command(
+        monkeypatch, "leukolens.train.cells", "train_cells",
+        ["train", "cells", "--data", "pbc", "--extra-data", "bccd", "chula", "--augment", "robust", "--freeze-norm",
+         "--no-atypicality", "--epochs", "3"],
+    )
+    assert config.extra_data == ("bccd", "chula") and config.freeze_norm and config.epochs == 3
+    assert config.augment == AUGMENT_PRESETS["robust"]
+
+
+# ------------------------------------------------------------------------------------------------------ calibrate
+def _lab_cells(root: Path, counts: dict[str, int]) -> Path:
+    """A folder per class of 48 x 48 cells: a flat disc of the class's colour on a pink background."""
+    from PIL import ImageDraw
+
+    colours = {"Lymphocyte": (150, 40, 160), "Basophil": (40, 40, 120), "Monocyte": (120, 150, 200)}
+    rng = np.random.default_rng(0)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image = Image.new("RGB", (48, 48), (230, 200, 200))
+            r = int(rng.integers(10, 16))
+            ImageDraw.Draw(image).ellipse((24 - r, 24 - r, 24 + r, 24 + r), fill=colours[name])
+            image.save(root / name / f"{name}-{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_cell_model(tmp_path_factory) -> Path:
+    from leukolens.data.cells import CropConfig
+    from leukolens.models.cellnet import CellNet, CellNetConfig
+    from leukolens.models.checkpoint import from_model, save_checkpoint
+
+    model = CellNet(CellNetConfig(("Basophil", "Lymphocyte")), pretrained=False)
+    path = tmp_path_factory.mktemp("base") / "base.pt"
+    return save_checkpoint(from_model(model, CropConfig(input_size=48, context=2.0, mode="box")), path)
+
+
+def test_calibrate_writes_a_checkpoint_for_the_lab(tiny_cell_model, tmp_path, capsys):
+    from leukolens.models.checkpoint import load_checkpoint
+
+    cells = _lab_cells(tmp_path / "lab", {"Lymphocyte": 6, "Basophil": 6, "Monocyte": 6})
+    out = tmp_path / "my-model.pt"
+    assert main(["calibrate", "--cells", str(cells), "--out", str(out), "--checkpoint", str(tiny_cell_model)]) == 0
+    printed = capsys.readouterr().out
+    assert "calibrated on 18 cells (Basophil 6, Lymphocyte 6, Monocyte 6)" in printed
+    assert "learnt classes the base model did not know: Monocyte" in printed
+    calibrated = load_checkpoint(out)
+    assert calibrated.config.classes == ("Basophil", "Lymphocyte", "Monocyte")
+    assert calibrated.metrics["calibration"]["cells"] == {"Basophil": 6, "Lymphocyte": 6, "Monocyte": 6}
+
+
+def test_calibrate_refuses_too_few_cells_and_unreadable_images_in_one_line(tiny_cell_model, tmp_path, capsys):
+    few = _lab_cells(tmp_path / "few", {"Lymphocyte": 6, "Basophil": 4})
+    argv = ["calibrate", "--out", str(tmp_path / "out.pt"), "--checkpoint", str(tiny_cell_model)]
+    assert main([*argv, "--cells", str(few)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("leukolens: error: too few calibration cells for Basophil (4)") and "\n" not in err
+    assert main([*argv, "--cells", str(few), "--min-cells", "4"]) == 0  # the refusal follows --min-cells
+    capsys.readouterr()
+    bad = _lab_cells(tmp_path / "bad", {"Lymphocyte": 5, "Basophil": 5})
+    (bad / "Basophil" / "Basophil-0.png").write_bytes(b"not an image")
+    assert main([*argv, "--cells", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("leukolens: error: ") and "\n" not in err and "Traceback" not in err

@@ -10,7 +10,7 @@ level  parts                                            what they hold
 0      records, errors                                  typed records, vocabularies; the error, atomic writes
 1      io, text                                         readers and writers; sentences about cells
 2      synth                                            the synthetic smear generator (writes through io)
-3      data, splits, summary                            Datasets, transforms, samplers; splits; data set counts
+3      data, splits                                     Datasets, transforms, samplers, data set counts; splits
 4      models                                           networks, their checkpoints
 5      losses                                           losses, outside the models
 6      eval                                             metrics and benchmark protocols
@@ -46,7 +46,6 @@ LAYERS: dict[str, int] = {
     "synth": 2,
     "data": 3,
     "splits": 3,
-    "summary": 3,
     "models": 4,
     "losses": 5,
     "eval": 6,

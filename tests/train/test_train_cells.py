@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from leukolens.demo import sample_path
+from leukolens.cli.demo import sample_path
 from leukolens.io import read_dataset, write_dataset
 from leukolens.models.checkpoint import load_checkpoint
 from leukolens.train.cells import TrainCellsConfig, _last_epoch_within_budget, fit_atypicality, train_cells

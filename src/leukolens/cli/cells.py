@@ -1,0 +1,206 @@
+"""The cell model's commands: ``train cells``, ``eval cells``, ``predict cells`` and ``calibrate``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from leukolens.cli.common import (
+    EXIT_PROBLEMS,
+    default,
+    image_paths,
+    json_argument,
+    print_or_write_json,
+    report_skipped,
+    write_json,
+)
+from leukolens.data.augment import AUGMENT_PRESETS
+from leukolens.errors import LeukolensError
+from leukolens.train.calibrate import CalibrateConfig
+from leukolens.train.cells import TrainCellsConfig
+
+BACKBONES = ("efficientnet_lite0", "mobilenet_v2")
+STAIN_METHODS = ("none", "reinhard", "macenko")
+MATCH_STAIN_HELP = "bring each cell's colours to the training cells' first (images from another microscope or stain)"
+
+
+def preset_name(presets: dict, config) -> str:
+    """The name of the preset equal to ``config`` (a config's default augmentation, as a preset name)."""
+    return next(name for name, preset in presets.items() if preset == config)
+
+
+def _atypicality_choice(text: str) -> tuple[str, str]:
+    from leukolens.models.atypicality import FEATURES, METHODS
+
+    method, _, features = text.partition(":")
+    if method not in METHODS or features not in FEATURES:
+        raise LeukolensError(
+            f"--atypicality takes METHOD:FEATURES with METHOD in {', '.join(METHODS)} and "
+            f"FEATURES in {', '.join(FEATURES)}, got {text!r}"
+        )
+    return method, features
+
+
+def cmd_train_cells(args: argparse.Namespace) -> int:
+    from leukolens.train.cells import fit_atypicality, train_cells
+
+    method, features = _atypicality_choice(args.atypicality)
+    config = TrainCellsConfig(
+        data=args.data,
+        extra_data=tuple(args.extra_data),
+        out=args.out,
+        backbone=args.backbone,
+        input_size=args.input_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        max_minutes=args.max_minutes,
+        exclude=tuple(args.exclude),
+        balanced=not args.no_balanced,
+        stain=args.stain,
+        augment=AUGMENT_PRESETS[args.augment],
+        freeze_norm=args.freeze_norm,
+        seed=args.seed,
+        atypicality_method=method,
+        atypicality_features=features,
+    )
+    best = Path(args.out) / "best.pt"
+    if not args.refit_atypicality:
+        best = train_cells(config, resume=args.resume)
+        print(f"best checkpoint: {best}")
+    if not args.no_atypicality:
+        fit_atypicality(best, config)
+    return 0
+
+
+def cmd_eval_cells(args: argparse.Namespace) -> int:
+    from leukolens.eval.cells import evaluate_checkpoint, format_report
+
+    report = evaluate_checkpoint(
+        args.checkpoint, args.data, split=args.split, confusion_png=args.confusion, agreement=not args.no_agreement
+    )
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, report)
+    return 0
+
+
+def cmd_predict_cells(args: argparse.Namespace) -> int:
+    from leukolens.predict.cells import CellReader
+    from leukolens.predict.output import cells_json
+
+    paths = image_paths(args.images)
+    predictor = CellReader.from_checkpoint(args.checkpoint, match_stain=args.match_stain)
+    errors: list[tuple[str, str]] = []
+    predictions = predictor.predict_files(paths, errors=errors)
+    report_skipped(errors)
+    if args.json:
+        print_or_write_json(args.json, cells_json(predictions), "cells")
+    if args.json != "-":
+        for p in predictions:
+            attributes = ", ".join(f"{n} {a.value} ({a.probability:.2f})" for n, a in p.attributes.items())
+            score = "" if p.atypicality is None else f"; atypicality {p.atypicality:.2f}: {p.verdict}"
+            print(f"{p.source}: {p.label} ({p.probability:.2f}){score}" + (f"\n  {attributes}" if attributes else ""))
+    return EXIT_PROBLEMS if errors else 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from leukolens.models.checkpoint import load_checkpoint, save_checkpoint
+    from leukolens.predict.weights import default_checkpoint
+    from leukolens.train.calibrate import calibrate, lab_cells
+
+    base = load_checkpoint(args.checkpoint or default_checkpoint())
+    samples, names = lab_cells(args.cells, base.config.classes)
+    config = CalibrateConfig(min_cells_per_class=args.min_cells, adapt_norm=not args.no_adapt_norm)
+    calibrated, report = calibrate(base, samples, names, config)
+    path = save_checkpoint(calibrated, args.out)
+    print(report.summary())
+    print(f"calibrated cell model: {path} (use it with --checkpoint, or --cells for analyze)")
+    return 0
+
+
+def add_commands(commands, *, train, evaluate, predict) -> None:
+    def option(parser, flag: str, name: str, kind: type | None = None, **kwargs) -> None:
+        """An option whose default is the config's."""
+        parser.add_argument(flag, **({"type": kind} if kind else {}), default=default(TrainCellsConfig, name), **kwargs)
+
+    cells = train.add_parser("cells", help="cell type and attribute heads on single cells")
+    cells.add_argument("--data", required=True, help="data set with train and val splits")
+    cells.add_argument(
+        "--extra-data", nargs="*", default=default(TrainCellsConfig, "extra_data"), metavar="PATH",
+        help="more data sets (other microscopes): their typed white cells join in one vocabulary",
+    )
+    option(cells, "--out", "out", help="folder for checkpoints (best.pt, last.pt)")
+    option(cells, "--backbone", "backbone", choices=BACKBONES)
+    option(cells, "--input-size", "input_size", int)
+    option(cells, "--epochs", "epochs", int)
+    option(cells, "--batch-size", "batch_size", int)
+    option(cells, "--lr", "lr", float)
+    option(cells, "--patience", "patience", int, help="epochs without improvement before stop")
+    option(cells, "--max-minutes", "max_minutes", float, help="time budget (0: none)")
+    option(cells, "--exclude", "exclude", nargs="*", help="classes to hold out of training")
+    cells.add_argument("--no-balanced", action="store_true", help="plain instead of class-balanced")
+    option(cells, "--stain", "stain", choices=STAIN_METHODS, help="stain normalisation of every crop")
+    cells.add_argument(
+        "--augment", choices=tuple(AUGMENT_PRESETS),
+        default=preset_name(AUGMENT_PRESETS, default(TrainCellsConfig, "augment")),
+        help="default: flips, turns, gentle colour jitter; robust: + stronger stain and colour jitter, hue, grey, "
+        "blur, noise, vignetting, JPEG (for microscopes never trained on)",
+    )
+    cells.add_argument(
+        "--freeze-norm", action="store_true",
+        help="keep every batch-norm layer's ImageNet statistics (no one microscope's statistics)",
+    )
+    cells.add_argument("--no-atypicality", action="store_true", help="skip fitting the atypicality score")
+    cells.add_argument(
+        "--atypicality",
+        default=":".join(default(TrainCellsConfig, f"atypicality_{part}") for part in ("method", "features")),
+        metavar="METHOD:FEATURES",
+        help="scorer: knn or mahalanobis, on embedding, heads or both",
+    )
+    cells.add_argument(
+        "--refit-atypicality", action="store_true", help="only refit the atypicality scorer of OUT/best.pt"
+    )
+    cells.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    option(cells, "--seed", "seed", int)
+    cells.set_defaults(run=cmd_train_cells)
+
+    eval_cells = evaluate.add_parser("cells", help="class, attribute and calibration metrics")
+    eval_cells.add_argument("--checkpoint", help="cell model (default: the shipped one)")
+    eval_cells.add_argument("--data", required=True)
+    eval_cells.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for all)")
+    json_argument(eval_cells)
+    eval_cells.add_argument("--confusion", metavar="PNG", help="write the confusion matrix as an image")
+    eval_cells.add_argument("--no-agreement", action="store_true", help="skip the human-agreement ceiling")
+    eval_cells.set_defaults(run=cmd_eval_cells)
+
+    predict_cells = predict.add_parser("cells", help="class, attributes and atypicality per cell")
+    predict_cells.add_argument("images", nargs="+", help="single-cell images or folders of them")
+    predict_cells.add_argument("--checkpoint", help="cell model (default: the shipped one)")
+    json_argument(predict_cells, "write predictions as JSON ('-': print it)")
+    predict_cells.add_argument("--match-stain", action="store_true", help=MATCH_STAIN_HELP)
+    predict_cells.set_defaults(run=cmd_predict_cells)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="adapt a cell model to a lab's microscope from about 100 labelled cells (a folder per class)",
+        description="Re-estimates the batch-norm statistics on the lab's cells, refits the class head (a class the "
+        "base model does not know is learnt and reported), and takes the lab's cells as the colour and "
+        "atypicality reference. Writes a cell-model checkpoint for predict cells, eval cells, describe and "
+        "analyze --cells.",
+    )
+    calibrate.add_argument(
+        "--cells", required=True, metavar="DIR",
+        help="labelled cells: a folder per class, or any data set leukolens reads",
+    )
+    calibrate.add_argument("--out", required=True, help="the calibrated checkpoint (e.g. my-model.pt)")
+    calibrate.add_argument("--checkpoint", help="base cell model (default: the shipped one)")
+    calibrate.add_argument(
+        "--no-adapt-norm", action="store_true", help="keep the base model's batch-norm statistics"
+    )
+    calibrate.add_argument(
+        "--min-cells", type=int, default=default(CalibrateConfig, "min_cells_per_class"), metavar="N",
+        help="refuse a class with fewer cells than this (default %(default)s)",
+    )
+    calibrate.set_defaults(run=cmd_calibrate)

@@ -1,0 +1,194 @@
+"""The detector's commands and the main job on whole fields: ``train detector``, ``detect``, ``eval detector`` and
+``analyze``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from leukolens.cli.cells import BACKBONES, MATCH_STAIN_HELP, STAIN_METHODS, preset_name
+from leukolens.cli.common import EXIT_PROBLEMS, default, json_argument, progress, write_json
+from leukolens.data.fields import FIELD_AUGMENT_PRESETS, FieldAugmentConfig
+from leukolens.errors import LeukolensError
+from leukolens.losses.pseudo import PseudoLabelConfig
+from leukolens.train.detector import TrainDetectorConfig
+
+
+def cmd_train_detector(args: argparse.Namespace) -> int:
+    from leukolens.train.detector import train_detector
+
+    config = TrainDetectorConfig(
+        data=args.data,
+        extra_data=tuple(args.extra_data),
+        extra_classes=tuple(args.extra_classes),
+        out=args.out,
+        backbone=args.backbone,
+        input_size=args.input_size,
+        stride=args.stride,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        threads=args.threads,
+        augment=dataclasses.replace(FIELD_AUGMENT_PRESETS[args.augment], window=args.window),
+        classes=tuple(args.classes),
+        sources=tuple(args.sources),
+        domain_key=args.domain_key,
+        annotated_fraction=args.annotated_fraction,
+        sparse_mode=args.sparse_mode,
+        pseudo=PseudoLabelConfig(
+            threshold=args.pseudo_threshold,
+            weight=args.pseudo_weight,
+            momentum=args.ema_momentum,
+            max_entropy=args.pseudo_max_entropy,
+            min_prototype_similarity=args.pseudo_prototype_similarity,
+        ),
+        stain_norm=args.stain_norm,
+    )
+    best = train_detector(config, resume=args.resume)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from leukolens.predict.fields import Detector, find_images, load_field
+    from leukolens.predict.output import detect_json, detections_json
+
+    detector = Detector.from_checkpoint(args.checkpoint)
+    threshold = detector.score_threshold if args.threshold is None else args.threshold
+    payload, errors = [], 0
+    for path in find_images(args.images):
+        try:
+            image, _ = load_field(path)
+        except LeukolensError as error:
+            print(f"leukolens: skipped {error}", file=sys.stderr)
+            errors += 1
+            continue
+        found = detector.detect([image], threshold=threshold)[0]
+        payload.append(detections_json(str(path), found))
+        counts = {name: sum(found.class_name(i) == name for i in range(len(found))) for name in detector.classes}
+        print(f"{path}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    if args.json:
+        write_json(args.json, detect_json(str(detector.path), threshold, payload))
+    return EXIT_PROBLEMS if errors else 0
+
+
+def cmd_eval_detector(args: argparse.Namespace) -> int:
+    from leukolens.eval.detection import evaluate_checkpoint, format_report
+
+    report = evaluate_checkpoint(
+        args.checkpoint, args.data, split=args.split, results_path=args.results, progress=progress("detecting")
+    )
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, report)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from leukolens.analyze import analyze
+    from leukolens.sample.differential import format_summary
+
+    summary = analyze(
+        args.images,
+        out=args.out,
+        detector=args.detector,
+        cells=args.cells,
+        overlays=not args.no_overlays,
+        threshold=args.threshold,
+        match_stain=args.match_stain,
+        log=lambda message: print(message, file=sys.stderr),
+        progress=progress("analysing", unit="batch"),
+    )
+    print(format_summary(summary, args.out))
+    return EXIT_PROBLEMS if summary["fields_skipped"] else 0
+
+
+def _train_detector_parser(train) -> None:
+    parser = train.add_parser(
+        "detector", help="WBC / RBC / platelet detector on whole fields (CenterNet, pretrained light backbone)"
+    )
+
+    def option(flag: str, name: str, kind: type | None = None, *, config: type = TrainDetectorConfig, **kwargs):
+        """An option whose default is ``config``'s."""
+        parser.add_argument(flag, **({"type": kind} if kind else {}), default=default(config, name), **kwargs)
+
+    parser.add_argument("--data", required=True, help="data set with train and val splits")
+    option("--extra-data", "extra_data", nargs="*",
+           help="more data sets whose train splits join training (sources of --data left out)")
+    option("--extra-classes", "extra_classes", nargs="*",
+           help="classes the extra data sets teach (default: all), e.g. WBC Platelets")
+    option("--out", "out", help="folder for best.pt and last.pt")
+    option("--backbone", "backbone", choices=BACKBONES)
+    option("--input-size", "input_size", int, help="longer side of a field (px)")
+    option("--stride", "stride", int, choices=(4, 8), help="output stride")
+    option("--window", "window", int, config=FieldAugmentConfig, help="training window side (px)")
+    option("--epochs", "epochs", int)
+    option("--steps-per-epoch", "steps_per_epoch", int)
+    option("--batch-size", "batch_size", int)
+    option("--lr", "lr", float)
+    option("--max-minutes", "max_minutes", float, help="time budget (0: none)")
+    option("--threads", "threads", int, help="torch threads (0: one per core)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    option("--seed", "seed", int)
+    option("--classes", "classes", nargs="*", help="train only these classes, e.g. WBC")
+    option("--sources", "sources", nargs="*",
+           help="keep only --data fields from these sources (e.g. BCDD PBC Raabin-WBC)")
+    option("--domain-key", "domain_key", choices=("source", "microscope", "camera", "magnification", "stain"),
+           help="what --sources names (e.g. microscope: --sources high-cost for synthetic fields)")
+    parser.add_argument(
+        "--augment", choices=tuple(FIELD_AUGMENT_PRESETS),
+        default=preset_name(FIELD_AUGMENT_PRESETS, default(TrainDetectorConfig, "augment")),
+        help="plain: geometry only; default: + stain and colour jitter; robust: + stronger jitter, blur, noise, zoom",
+    )
+    option("--stain-norm", "stain_norm", choices=STAIN_METHODS,
+           help="normalise every field's stain to the first training field (stored in the checkpoint)")
+    option("--annotated-fraction", "annotated_fraction", float,
+           help="simulate sparse labels: keep boxes only in a random rectangle of this share of each field (e.g. 0.1)")
+    option("--sparse-mode", "sparse_mode", choices=("naive", "masked", "pseudo"),
+           help="unlabelled area: naive = background, masked = ignored, pseudo = ignored + EMA-teacher pseudo-labels")
+    option("--pseudo-threshold", "threshold", float, config=PseudoLabelConfig, help="teacher confidence")
+    option("--pseudo-weight", "weight", float, config=PseudoLabelConfig, help="pseudo-label loss weight")
+    option("--ema-momentum", "momentum", float, config=PseudoLabelConfig, help="teacher EMA momentum")
+    option("--pseudo-max-entropy", "max_entropy", float, config=PseudoLabelConfig,
+           help="drop pseudo-labels of higher class entropy (0: off)")
+    option("--pseudo-prototype-similarity", "min_prototype_similarity", float, config=PseudoLabelConfig,
+           help="drop pseudo-labels less similar to their class prototype (cosine; 0: off)")
+    parser.set_defaults(run=cmd_train_detector)
+
+
+def add_commands(commands, *, train, evaluate) -> None:
+    _train_detector_parser(train)
+
+    eval_detector = evaluate.add_parser(
+        "detector", help="COCO mAP@[.5:.95], AP50 per class, counting error per field"
+    )
+    eval_detector.add_argument("--checkpoint", help="detector (default: the shipped one)")
+    eval_detector.add_argument("--data", required=True)
+    eval_detector.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for all)")
+    json_argument(eval_detector)
+    eval_detector.add_argument("--results", metavar="PATH", help="write the predictions as a COCO results file")
+    eval_detector.set_defaults(run=cmd_eval_detector)
+
+    detect = commands.add_parser("detect", help="find WBCs, RBCs and platelets in whole fields")
+    detect.add_argument("images", nargs="+", help="field images or folders of them")
+    detect.add_argument("--checkpoint", help="detector (default: the shipped one)")
+    detect.add_argument("--threshold", type=float, help="score threshold (default: the checkpoint's)")
+    json_argument(detect, "write every box as JSON")
+    detect.set_defaults(run=cmd_detect)
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="the main job: detect, type and describe every WBC; JSON + overlay per field, differential per sample",
+    )
+    analyze.add_argument("images", nargs="+", help="field images or a folder of them (one sample)")
+    analyze.add_argument("--out", default="out/analyze", help="output folder (default %(default)s)")
+    analyze.add_argument("--detector", help="detector checkpoint (default: the shipped one)")
+    analyze.add_argument("--cells", help="cell-model checkpoint (default: the shipped one)")
+    analyze.add_argument("--threshold", type=float, help="detector score threshold (default: the checkpoint's)")
+    analyze.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
+    analyze.add_argument("--match-stain", action="store_true", help=MATCH_STAIN_HELP)
+    analyze.set_defaults(run=cmd_analyze)

@@ -1,0 +1,195 @@
+"""The GAN's commands: ``train gan``, ``eval gan``, ``generate`` and the rare-class protocol ``balance``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from leukolens.cli.common import default, json_argument, progress, write_json
+from leukolens.train.balance import BalanceConfig
+from leukolens.train.gan import TrainGanConfig
+
+
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    from leukolens.train.gan import train_gan
+
+    config = TrainGanConfig(
+        data=args.data,
+        out=args.out,
+        image_size=args.size,
+        crop=args.crop,
+        context=args.context,
+        attributes=not args.no_attributes,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        max_minutes=args.max_minutes,
+        g_channels=args.channels,
+        d_channels=args.channels,
+        class_power=args.class_power,
+        aux_weight=args.aux_weight,
+        mode_seeking=args.mode_seeking,
+        lr_generator=args.lr_generator,
+        lr_discriminator=args.lr_discriminator,
+        rare=tuple(args.rare),
+        keep=args.keep,
+        reduction_seed=args.reduction_seed,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    path = train_gan(config, resume=args.resume)
+    print(f"generator: {path}")
+    return 0
+
+
+def _default_gan() -> Path:
+    from leukolens.predict.weights import resolve
+
+    return resolve("gan", None)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from leukolens.predict.generate import ATTRIBUTES_CSV, generate_cells
+
+    written = generate_cells(
+        args.checkpoint or _default_gan(), args.out, classes=args.classes or (), n=args.n, seed=args.seed,
+        truncation=args.truncation,
+    )
+    print(", ".join(f"{name} {count:,}" for name, count in written.items()) + f" cells written to {args.out}")
+    if (Path(args.out) / ATTRIBUTES_CSV).is_file():
+        print(f"attributes: {Path(args.out) / ATTRIBUTES_CSV} (WBCAtt columns)")
+    return 0
+
+
+def cmd_eval_gan(args: argparse.Namespace) -> int:
+    from leukolens.eval.gan import evaluate_gan, format_report
+
+    report = evaluate_gan(
+        args.checkpoint or _default_gan(), data=args.data, cells_checkpoint=args.cells, split=args.split,
+        per_class=args.per_class, out=args.out, seed=args.seed, progress=progress("judging"),
+    )
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, report)
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from leukolens.train.balance import format_balance, run_balance
+
+    config = BalanceConfig(
+        data=args.data,
+        rare=tuple(args.rare),
+        gan=args.gan,
+        keep=args.keep,
+        reduction_seed=args.reduction_seed,
+        seeds=tuple(args.seeds),
+        arms=tuple(args.arms),
+        mode=args.mode,
+        input_size=args.input_size,
+        epochs=args.epochs,
+        views=args.views,
+        generated_per_class=args.generated_per_class,
+        threads=args.threads,
+    )
+    report = run_balance(config)
+    print(format_balance(report))
+    if args.json:
+        write_json(args.json, report)
+    return 0
+
+
+def _train_gan_parser(train) -> None:
+    parser = train.add_parser(
+        "gan", help="conditional GAN for cell crops (class and attributes; CPU, about 30 minutes)"
+    )
+
+    def option(flag: str, name: str, kind: type | None = None, *, config: type = TrainGanConfig, **kwargs) -> None:
+        """An option whose default is ``config``'s."""
+        parser.add_argument(flag, **({"type": kind} if kind else {}), default=default(config, name), **kwargs)
+
+    parser.add_argument("--data", required=True, help="data set with a train split")
+    option("--out", "out", help="folder for generator.pt, last.pt, preview.png")
+    option("--size", "image_size", int, choices=(32, 64, 128), help="crop side (px)")
+    option("--crop", "crop", choices=("auto", "image", "box"),
+           help="image: whole single-cell images; box: a window of --context times the box around each cell")
+    option("--context", "context", float, help="box window / box side (box crops)")
+    option("--channels", "g_channels", int, help="network width (last G / first D stage)")
+    option("--batch-size", "batch_size", int)
+    option("--steps", "steps", int, help="stop after this many steps (0: budget only)")
+    option("--max-minutes", "max_minutes", float, help="time budget (default %(default)s)")
+    parser.add_argument("--no-attributes", action="store_true", help="condition on the class only")
+    option("--class-power", "class_power", float, help="0: cells drawn uniformly, 1: every class equally often")
+    option("--aux-weight", "aux_weight", float,
+           help="weight of the auxiliary class and attribute loss (AC-GAN); 0: projection discriminator alone")
+    option("--mode-seeking", "mode_seeking", float,
+           help="weight of the mode-seeking term (MSGAN) against every cell of a condition looking alike; 0: off")
+    option("--lr-generator", "lr_generator", float, help="generator learning rate")
+    option("--lr-discriminator", "lr_discriminator", float,
+           help="discriminator learning rate (a higher one than the generator's is the two time-scale rule)")
+    option("--rare", "rare", nargs="*",
+           help="classes to reduce to --keep of their training cells (the `balance` protocol)")
+    # The share kept is the rare-class protocol's, so that the GAN and `balance` see the same reduced set.
+    option("--keep", "keep", float, config=BalanceConfig, help="share of each rare class kept")
+    option("--reduction-seed", "reduction_seed", int, help="which rare cells are kept")
+    option("--threads", "threads", int, help="torch threads (0: one per core)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    option("--seed", "seed", int)
+    parser.set_defaults(run=cmd_train_gan)
+
+
+def _balance_parser(commands) -> None:
+    parser = commands.add_parser(
+        "balance",
+        help="rare-class protocol: keep a few cells of some classes, train with none / class-weighted / "
+        "oversampling / gan / oversampling+gan, score on the test split over several seeds",
+    )
+
+    def option(flag: str, name: str, kind: type | None = None, **kwargs) -> None:
+        """An option whose default is the config's."""
+        parser.add_argument(flag, **({"type": kind} if kind else {}), default=default(BalanceConfig, name), **kwargs)
+
+    parser.add_argument("--data", required=True, help="data set with train and test splits")
+    parser.add_argument("--rare", nargs="+", required=True, help="classes reduced to --keep of their training cells")
+    option("--keep", "keep", float, help="share of each rare class kept (default %(default)s)")
+    option("--reduction-seed", "reduction_seed", int, help="which rare cells are kept (as for the GAN)")
+    option("--gan", "gan", help="generator.pt trained with the same --rare/--keep (needed by the gan arms)")
+    option("--arms", "arms", nargs="+")
+    option("--seeds", "seeds", int, nargs="+")
+    option("--mode", "mode", choices=("probe", "finetune"),
+           help="probe: frozen ImageNet backbone + linear head (seconds); finetune: end to end (minutes)")
+    option("--input-size", "input_size", int, help="backbone input (crops up-sampled)")
+    option("--epochs", "epochs", int, help="0: 60 for probe, 4 for finetune")
+    option("--views", "views", int, help="probe: dihedral views cached per crop (1-8)")
+    option("--generated-per-class", "generated_per_class", int,
+           help="generated cells per rare class (0: up to the median class)")
+    option("--threads", "threads", int, help="torch threads (0: one per core)")
+    json_argument(parser, "also write every run as JSON")
+    parser.set_defaults(run=cmd_balance)
+
+
+def add_commands(commands, *, train, evaluate) -> None:
+    _train_gan_parser(train)
+
+    eval_gan = evaluate.add_parser(
+        "gan", help="FD and KID on our backbones, label and attribute fidelity, memorisation, a gallery per class"
+    )
+    eval_gan.add_argument("--checkpoint", help="generator.pt (default: the shipped one)")
+    eval_gan.add_argument("--data", help="data set of real cells (default: the GAN's training data)")
+    eval_gan.add_argument("--cells", help="cell model that judges fidelity (default: the shipped one)")
+    eval_gan.add_argument("--split", default="test", help="real cells to compare with (default test)")
+    eval_gan.add_argument("--per-class", type=int, default=0, help="generated per class (0: as the split)")
+    eval_gan.add_argument("--out", help="folder for gan-eval.json and gallery-<class>.png")
+    json_argument(eval_gan)
+    eval_gan.add_argument("--seed", type=int, default=0)
+    eval_gan.set_defaults(run=cmd_eval_gan)
+
+    generate = commands.add_parser("generate", help="write GAN-generated cells as a folder per class")
+    generate.add_argument("--checkpoint", help="generator.pt (default: the shipped one)")
+    generate.add_argument("--class", dest="classes", nargs="*", help="classes to generate (default: all)")
+    generate.add_argument("--n", type=int, default=100, help="cells per class (default %(default)s)")
+    generate.add_argument("--out", required=True, help="output folder (OUT/<class>/*.png)")
+    generate.add_argument("--truncation", type=float, default=0.0, help="redraw latents beyond this many sigmas")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(run=cmd_generate)
+
+    _balance_parser(commands)
