@@ -18,6 +18,7 @@ from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
 from leukolens.models.checkpoint import from_model, save_checkpoint
 from leukolens.models.detector import CenterNet, DetectorConfig, checkpoint_from_model, save_detector
 from leukolens.predict.output import SCHEMA_VERSION, validate
+from leukolens.predict.scale import FALLBACK, LETTERBOX, OVERRIDE, RBC_MICRONS, RED_CELLS, box_iou
 from leukolens.records import BLOOD_CELLS, PBC_CLASSES, WBCATT_SCHEMA
 
 FIELDS = ("BloodImage_00007.jpg", "BloodImage_00015.jpg")
@@ -192,3 +193,78 @@ def test_cells_are_cropped_from_the_detector_float_boxes(tmp_path, tiny_detector
     assert first.label == first.prediction.label and first.detector_class == "WBC"
     direct = reader.predict_crops(np.stack([reader.crop(image, tuple(found.boxes[0]))]))[0]
     assert first.prediction.probabilities == pytest.approx(direct.probabilities)
+
+
+# ------------------------------------------------------------------------------------------------------ scale
+def _field_scale(out, stem):
+    return json.loads((out / f"{stem}.json").read_text())["scale"]
+
+
+def test_a_field_without_red_cells_records_the_letterbox_fallback(tmp_path, tiny_detector, tiny_cells):
+    # the tiny detector finds white cells only: no red cell to tell the scale, so the field is letterboxed
+    out = tmp_path / "out"
+    analyze([_sample_folder(tmp_path)], out=out, detector=tiny_detector, cells=tiny_cells, overlays=False)
+    scale = _field_scale(out, "BloodImage_00007")
+    assert scale == {"microns_per_pixel": None, "factor": 0.1, "method": FALLBACK, "red_cells": 0, "fields": 2,
+                     "tiles": 1}  # 64 px input / 640 px field; the sample's two fields were tried
+    assert validate(json.loads((out / "BloodImage_00007.json").read_text()), "field") == []
+
+
+def test_microns_per_pixel_overrides_the_estimate_and_a_huge_field_is_tiled(
+    tmp_path, tiny_detector, tiny_cells, monkeypatch
+):
+    from leukolens.predict.fields import Detector
+
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    Image.open(sample_path("bccd") / "BCCD" / "JPEGImages" / FIELDS[0]).resize((2592, 1944)).save(folder / "big.png")
+    inputs = []
+    run = Detector.run
+    monkeypatch.setattr(Detector, "run", lambda self, canvases, **kw: inputs.append(canvases.shape) or run(
+        self, canvases, **kw))
+    out = tmp_path / "out"
+    analyze([folder], out=out, detector=tiny_detector, cells=tiny_cells, overlays=False, microns_per_pixel=0.02)
+    scale = _field_scale(out, "big")
+    # the tiny detector learnt a 80.6 * 64 / 512 = 10.075 px red cell; 7.5 µm at 0.02 µm/px is 375 native px:
+    # factor 10.075 / 375 = 0.026867, the field 70 x 52 working px; overlap min(ceil(2.4 * 10.075), 32) = 25:
+    # ceil((70 - 25) / (64 - 25)) = 2 tiles across, one down
+    assert scale["method"] == OVERRIDE and scale["microns_per_pixel"] == 0.02 and scale["red_cells"] == 0
+    assert scale["factor"] == pytest.approx(10.075 / 375, abs=1e-5) and scale["tiles"] == 2
+    assert sorted(inputs) == [(2, 64, 64, 3)]  # both tiles of one shape in one batch, never larger than the input
+    assert json.loads((out / "big.json").read_text())["width"] == 2592
+
+
+def test_an_unknown_scale_mode_or_a_bad_scale_is_refused(tmp_path, tiny_detector):
+    with pytest.raises(LeukolensError, match="unknown scale 'zoom'"):
+        analyze([tmp_path], out=tmp_path / "out", detector=tiny_detector, scale="zoom")
+    with pytest.raises(LeukolensError, match="microns per pixel must be positive"):
+        analyze([tmp_path], out=tmp_path / "out", detector=tiny_detector, microns_per_pixel=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", ["auto", "letterbox"])
+def test_the_shipped_detector_finds_the_white_cell_of_a_field_seen_at_twice_the_magnification(
+    tmp_path, tiny_cells, scale
+):
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    # BCCD's BloodImage_00007 upsampled 2x (1280 x 960): its one white cell is annotated at (193, 92, 387, 285)
+    Image.open(sample_path("bccd") / "BCCD" / "JPEGImages" / FIELDS[0]).resize((1280, 960), Image.BILINEAR).save(
+        folder / "zoomed.png"
+    )
+    out = tmp_path / "out"
+    analyze([folder], out=out, cells=tiny_cells, overlays=False, scale=scale)
+    record = json.loads((out / "zoomed.json").read_text())
+    assert validate(record, "field") == []
+    wbc = [c["box_xyxy"] for c in record["cells"] if c["detector_class"] == "WBC"]
+    truth = np.array([[386, 184, 774, 570]], np.float32)
+    if scale == "auto":
+        # BCCD letterboxed (640 -> 512) is the learnt scale: the field upsampled 2x wants about 0.4
+        assert record["scale"]["method"] == RED_CELLS and record["scale"]["red_cells"] >= 3
+        assert record["scale"]["factor"] == pytest.approx(0.4, rel=0.15)
+        assert record["scale"]["microns_per_pixel"] == pytest.approx(
+            RBC_MICRONS * record["scale"]["factor"] / 80.6, abs=1e-4
+        )
+        assert len(wbc) == 1 and box_iou(truth, np.array(wbc, np.float32))[0, 0] >= 0.7
+    else:
+        assert record["scale"]["method"] == LETTERBOX and record["scale"]["factor"] == pytest.approx(0.4)

@@ -74,3 +74,23 @@ def test_predict_package_face():
     assert Predictor is CellReader and Detector.__module__ == "leukolens.predict.fields"
     assert ImageTextPredictor.__module__ == "leukolens.predict.describe"
     assert default_checkpoint() == weights.shipped("cells")
+
+
+def test_the_scale_a_field_was_read_at_is_recorded_and_older_files_stay_valid():
+    from leukolens.predict.scale import OVERRIDE, RED_CELLS, FieldScale
+
+    found = _detections()
+    scale = FieldScale(0.0738946, 0.794120074, 16, RED_CELLS, fields=3)
+    field = AnalyzedField("f.jpg", 640, 480, cells=[PredictedCell.detected(found, 0)], scale=scale, tiles=2)
+    record = field_json(field, {"checkpoint": "d.pt", "score_threshold": 0.45, "classes": list(CLASSES)})
+    assert record["scale"] == {"microns_per_pixel": 0.07389, "factor": 0.79412, "method": "red cells",
+                               "red_cells": 16, "fields": 3, "tiles": 2}
+    assert list(record)[:6] == ["schema_version", "image", "width", "height", "detector", "scale"]
+    assert validate(record, "field") == []
+    assert validate({**record, "scale": {**record["scale"], "method": "guessed"}}, "field") != []
+    del record["scale"]  # a version-1 file written before the scale was recorded
+    assert validate(record, "field") == []
+    with_scale = FieldDetections(found.boxes, found.scores, found.labels, (640, 480), CLASSES,
+                                 scale=FieldScale(0.1, 1.07467, 0, OVERRIDE, fields=0))
+    assert detections_json("f.jpg", with_scale)["scale"]["method"] == "override"
+    assert "scale" not in detections_json("f.jpg", found)
