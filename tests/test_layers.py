@@ -70,8 +70,6 @@ LAYERS: dict[str, int] = {
 # (importing module, imported module); it also covers the imported module's submodules. Delete an entry once the
 # import is gone: test_known_violations_still_exist says which.
 KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    ("leukolens.eval.cells", "leukolens.predict"),  # default_checkpoint: the shipped weights belong below eval
-    ("leukolens.eval.gan", "leukolens.predict"),  # default_checkpoint
     ("leukolens.eval.detection", "leukolens.predict"),  # Detector: the inference engine used by a benchmark
 }
 

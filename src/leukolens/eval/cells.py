@@ -151,7 +151,7 @@ def evaluate_checkpoint(
     from leukolens.io.common import LeukolensError
     from leukolens.models.atypicality import AtypicalityScorer, select_features
     from leukolens.models.checkpoint import load_checkpoint
-    from leukolens.predict.weights import default_checkpoint
+    from leukolens.models.weights import default_checkpoint
 
     path = Path(checkpoint_path) if checkpoint_path else default_checkpoint()
     checkpoint = load_checkpoint(path)
@@ -168,11 +168,7 @@ def evaluate_checkpoint(
     )
     if not samples:
         raise LeukolensError(f"{data}: no cells of the model's classes in split {split!r}")
-    stain = None
-    if checkpoint.stain:
-        from leukolens.data.stain import normalizer_from_reference
-
-        stain = normalizer_from_reference(checkpoint.stain)
+    stain = checkpoint.preprocess.stain_normalizer()
     crops = load_crops(samples, size=checkpoint.crop.input_size, context=checkpoint.crop.context, stain=stain)
     predictions = run_model(
         model,

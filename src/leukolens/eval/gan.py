@@ -202,7 +202,7 @@ def evaluate_gan(
     from leukolens.models.checkpoint import load_checkpoint
     from leukolens.models.gan import sample_images
     from leukolens.models.gan_checkpoint import conditions_for, load_gan
-    from leukolens.predict.weights import default_checkpoint
+    from leukolens.models.weights import default_checkpoint
 
     checkpoint = load_gan(gan_path)
     generator = checkpoint.build()

@@ -222,10 +222,8 @@ class ImageTower:
                 )
             cell_checkpoint = cell_checkpoint or load_checkpoint(path)
             self.network = cell_checkpoint.build()
-            if cell_checkpoint.stain:  # a cell model that normalises every crop's stain: do as it does
-                from leukolens.data.stain import normalizer_from_reference
-
-                self.stain = normalizer_from_reference(cell_checkpoint.stain)
+            # A cell model that normalises every crop's stain: do as it does.
+            self.stain = cell_checkpoint.preprocess.stain_normalizer()
         elif config.kind == "imagenet":
             from leukolens.models.backbones import build_backbone
 
