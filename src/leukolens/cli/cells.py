@@ -11,8 +11,8 @@ from leukolens.cli.common import (
     image_paths,
     json_argument,
     print_or_write_json,
+    print_report,
     report_skipped,
-    write_json,
 )
 from leukolens.data.augment import AUGMENT_PRESETS
 from leukolens.errors import LeukolensError
@@ -80,10 +80,7 @@ def cmd_eval_cells(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(
         args.checkpoint, args.data, split=args.split, confusion_png=args.confusion, agreement=not args.no_agreement
     )
-    print(format_report(report))
-    if args.json:
-        write_json(args.json, report)
-    return 0
+    return print_report(format_report(report), report, args.json)
 
 
 def cmd_predict_cells(args: argparse.Namespace) -> int:

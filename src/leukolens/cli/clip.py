@@ -13,6 +13,7 @@ from leukolens.cli.common import (
     image_paths,
     json_argument,
     print_or_write_json,
+    print_report,
     progress,
     report_skipped,
     write_json,
@@ -53,10 +54,7 @@ def cmd_eval_clip(args: argparse.Namespace) -> int:
         hold_out=tuple(args.hold_out or ()),
         cache_dir=default(TrainClipConfig, "cache_dir"),
     )
-    print(format_report(report))
-    if args.json:
-        write_json(args.json, report)
-    return 0
+    return print_report(format_report(report), report, args.json)
 
 
 def cmd_describe(args: argparse.Namespace) -> int:

@@ -46,6 +46,14 @@ def write_json(path: str, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def print_report(text: str, report: dict, json_path: str | None) -> int:
+    """Print a report and, with ``--json PATH``, write every number of it; exit status 0."""
+    print(text)
+    if json_path:
+        write_json(json_path, report)
+    return 0
+
+
 def print_or_write_json(path: str | None, payload: dict, key: str) -> None:
     """``--json PATH`` writes ``payload``; ``--json -`` prints its ``key`` part."""
     if not path:

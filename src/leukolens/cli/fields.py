@@ -8,7 +8,7 @@ import dataclasses
 import sys
 
 from leukolens.cli.cells import BACKBONES, MATCH_STAIN_HELP, STAIN_METHODS, preset_name
-from leukolens.cli.common import EXIT_PROBLEMS, default, json_argument, progress, write_json
+from leukolens.cli.common import EXIT_PROBLEMS, default, json_argument, print_report, progress, write_json
 from leukolens.data.fields import FIELD_AUGMENT_PRESETS, FieldAugmentConfig
 from leukolens.errors import LeukolensError
 from leukolens.losses.pseudo import PseudoLabelConfig
@@ -82,10 +82,7 @@ def cmd_eval_detector(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(
         args.checkpoint, args.data, split=args.split, results_path=args.results, progress=progress("detecting")
     )
-    print(format_report(report))
-    if args.json:
-        write_json(args.json, report)
-    return 0
+    return print_report(format_report(report), report, args.json)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from leukolens.cli.common import default, json_argument, progress, write_json
+from leukolens.cli.common import default, json_argument, print_report, progress
 from leukolens.train.balance import BalanceConfig
 from leukolens.train.gan import TrainGanConfig
 
@@ -67,10 +67,7 @@ def cmd_eval_gan(args: argparse.Namespace) -> int:
         args.checkpoint or _default_gan(), data=args.data, cells_checkpoint=args.cells, split=args.split,
         per_class=args.per_class, out=args.out, seed=args.seed, progress=progress("judging"),
     )
-    print(format_report(report))
-    if args.json:
-        write_json(args.json, report)
-    return 0
+    return print_report(format_report(report), report, args.json)
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
@@ -92,10 +89,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     report = run_balance(config)
-    print(format_balance(report))
-    if args.json:
-        write_json(args.json, report)
-    return 0
+    return print_report(format_balance(report), report, args.json)
 
 
 def _train_gan_parser(train) -> None:

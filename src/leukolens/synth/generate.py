@@ -1,11 +1,6 @@
 """Synthetic smears end to end: patients, slides, fields rendered under domains, and their LLD and COCO exports.
 
-A :class:`Slide` is one patient's smear, laid out on an endless grid of square tiles (one 100x field each), every
-tile drawn from its own seed. A field is a window on the slide around a fixed centre; rendering it under a domain
-photographs that window at the domain's magnification. So the same field under two domains shows the same cells
-(LLD transferred its 100x labels to the other captures in the same way), and at 40x or 10x the window is wider and
-shows the neighbouring tiles too. The annotated region is a rectangle on the slide, chosen once per field on its
-100x window, and maps into every capture.
+Slides and the rendering of their fields under a domain are in :mod:`leukolens.synth.slide`.
 
 Everything is drawn from ``numpy.random.Generator`` seeded by (config seed, patient, tile or field, domain), so one
 seed gives the same files byte for byte, whatever the number of worker processes.
