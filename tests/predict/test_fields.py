@@ -62,15 +62,15 @@ def test_a_given_scale_tiles_a_large_field_and_maps_boxes_to_native_pixels(detec
     assert override.scale.method == OVERRIDE and override.scale.microns_per_pixel == 0.05
 
 
-def test_the_sample_scale_is_the_median_of_its_fields_estimates(detector, monkeypatch):
-    found = iter([FieldScale(0.1, 0.5, 10, RED_CELLS), FieldScale(None, 0.1, 0, FALLBACK), FieldScale(0.1, 0.7, 8,
-                                                                                                     RED_CELLS)])
-    monkeypatch.setattr(detector, "_estimate", lambda array, **kw: next(found))
+def test_the_sample_scale_looks_at_the_first_three_fields_once_for_all(detector, monkeypatch):
+    seen = []
+    given = FieldScale(0.1, 0.5, 10, RED_CELLS, fields=3)
+    monkeypatch.setattr(detector, "_sample_scale", lambda arrays, mpp: seen.append(len(arrays)) or given)
     fields = [Image.new("RGB", (640, 480))] * 5
-    scale = detector.sample_scale(fields)  # three fields tried, the fallback skipped: median of 0.5 and 0.7
-    assert scale.method == RED_CELLS and scale.factor == pytest.approx(0.6) and scale.red_cells == 18
-    assert scale.fields == 3
-    assert scale.microns_per_pixel == pytest.approx(7.5 * 0.6 / detector.scale_config.rbc_diameter)
+    assert detector.sample_scale(fields) is given and seen == [3]
+    # detect on its own estimates once per image size, on up to three images of that size
+    found = detector.detect([*fields, Image.new("RGB", (320, 240))])
+    assert seen == [3, 3, 1] and all(f.scale is given for f in found)
 
 
 def test_an_unknown_scale_mode_is_refused(detector):

@@ -94,3 +94,14 @@ def test_the_scale_a_field_was_read_at_is_recorded_and_older_files_stay_valid():
                                  scale=FieldScale(0.1, 1.07467, 0, OVERRIDE, fields=0))
     assert detections_json("f.jpg", with_scale)["scale"]["method"] == "override"
     assert "scale" not in detections_json("f.jpg", found)
+
+
+def test_every_key_of_the_field_and_its_scale_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "output-schema.md").read_text()
+    field = SCHEMAS["field"]["properties"]
+    for key in [*field, *field["scale"]["properties"]]:
+        assert f"| `{key}`" in doc or f", `{key}`" in doc, key
+    for method in field["scale"]["properties"]["method"]["enum"]:
+        assert f"`{method}`" in doc, method

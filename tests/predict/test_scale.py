@@ -22,6 +22,7 @@ from leukolens.predict.scale import (
     class_nms,
     detect_at_scale,
     diameters,
+    estimate_sample_scale,
     estimate_scale,
     learnt_rbc_diameter,
     merge_tiles,
@@ -188,6 +189,15 @@ def test_no_red_cells_falls_back_to_the_letterbox_and_says_so():
     assert scale == type(scale)(None, 512 / 960, 0, FALLBACK)
     # a detector without a red-cell class cannot tell either
     assert estimate_scale(disc_field(40), disc_detector(), classes=("WBC",)).method == FALLBACK
+
+
+def test_a_sample_pools_the_red_cells_of_fields_too_few_each():
+    # two whole 40 px discs per field (centres 40 and 100 on a 140 x 80 field): fewer than three each, four together
+    fields = [disc_field(40, width=140, height=80)] * 2
+    assert estimate_scale(fields[0], disc_detector(), classes=CLASSES).method == FALLBACK
+    scale = estimate_sample_scale(fields, disc_detector(), classes=CLASSES)
+    assert scale.method == RED_CELLS and scale.red_cells == 4 and scale.fields == 2
+    assert scale.factor == pytest.approx(80.6 / 40, rel=0.03)
 
 
 def test_the_learnt_diameter_comes_from_the_checkpoint_when_stored():

@@ -42,10 +42,9 @@ from leukolens.predict.scale import (
     LETTERBOX,
     FieldScale,
     ScaleConfig,
-    estimate_scale,
+    estimate_sample_scale,
     learnt_rbc_diameter,
     letterbox_factor,
-    median_scale,
     merge_tiles,
     pad_to_multiple,
     scale_from_microns_per_pixel,
@@ -56,7 +55,7 @@ __all__ = ["ENGINES", "SCALE_MODES", "Detector", "FieldDetections", "FieldScale"
 
 SCALE_MODES = ("auto", "letterbox")
 SAMPLE_FIELDS = 3
-"""A sample's scale is the median of the estimates on its first this many fields."""
+"""A sample's scale is estimated from the red cells of its first this many fields."""
 
 MAX_PIXELS = 40_000_000
 """Larger images are refused: a microscope field is a few megapixels; a whole-slide scan must be tiled first."""
@@ -213,31 +212,23 @@ class Detector:
         return self._estimate(self.normalise(image), microns_per_pixel=microns_per_pixel)
 
     def _estimate(self, array: np.ndarray, *, microns_per_pixel: float | None = None) -> FieldScale:
-        def detect(window: np.ndarray):
-            return self.detect_native(window, threshold=self.scale_config.rbc_score)
-
-        return estimate_scale(
-            array, detect, classes=self.classes, config=self.scale_config, microns_per_pixel=microns_per_pixel
-        )
+        return self._sample_scale([array], microns_per_pixel)
 
     def sample_scale(
         self, images: Sequence[Image.Image], *, microns_per_pixel: float | None = None, fields: int = SAMPLE_FIELDS
     ) -> FieldScale:
-        """The scale of a sample (one slide on one microscope): the median factor of the red-cell estimates of its
-        first ``fields`` images, fallbacks skipped (``microns_per_pixel`` when given). When no field has red cells
-        to go on, the fallback: every field is then letterboxed as in training."""
+        """The scale of a sample (one slide on one microscope) from the red cells of its first ``fields`` images,
+        pooled (:func:`~leukolens.predict.scale.estimate_sample_scale`; ``microns_per_pixel`` when given). With
+        too few red cells to go on, the fallback: every field is then letterboxed as in training."""
         return self._sample_scale([self.normalise(im) for im in images[:fields]], microns_per_pixel)
 
     def _sample_scale(self, arrays: Sequence[np.ndarray], microns_per_pixel: float | None) -> FieldScale:
-        if microns_per_pixel is not None:
-            return scale_from_microns_per_pixel(microns_per_pixel, self.scale_config)
-        if not arrays:
-            raise ValueError("a sample scale needs at least one field")
-        scales = [self._estimate(a) for a in arrays]
-        height, width = arrays[0].shape[:2]
-        fallback = FieldScale(None, letterbox_factor(width, height, self.scale_config.input_size), 0, FALLBACK,
-                              fields=len(arrays))
-        return median_scale(scales, self.scale_config) or fallback
+        def detect(window: np.ndarray):
+            return self.detect_native(window, threshold=self.scale_config.rbc_score)
+
+        return estimate_sample_scale(
+            arrays, detect, classes=self.classes, config=self.scale_config, microns_per_pixel=microns_per_pixel
+        )
 
     # -------------------------------------------------------------------------------------------------- detect
     def detect(

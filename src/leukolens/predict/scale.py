@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from PIL import Image
@@ -135,22 +135,6 @@ def scale_from_microns_per_pixel(microns_per_pixel: float, config: ScaleConfig) 
     return FieldScale(float(microns_per_pixel), config.rbc_diameter / native_diameter, 0, OVERRIDE, fields=0)
 
 
-def median_scale(scales: Sequence[FieldScale], config: ScaleConfig) -> FieldScale | None:
-    """One scale for the fields of a sample (one slide on one microscope): the median factor of the fields' red-cell
-    estimates, fallbacks skipped; None when every field fell back."""
-    estimated = [s for s in scales if s.method == RED_CELLS]
-    if not estimated:
-        return None
-    factor = float(np.median([s.factor for s in estimated]))
-    return FieldScale(
-        RBC_MICRONS * factor / config.rbc_diameter,
-        factor,
-        sum(s.red_cells for s in estimated),
-        RED_CELLS,
-        fields=len(scales),
-    )
-
-
 def letterbox_factor(width: int, height: int, input_size: int) -> float:
     """The factor training used: the longer side to ``input_size``."""
     return input_size / max(width, height)
@@ -224,29 +208,60 @@ def estimate_scale(
         microns_per_pixel: a user-given scale: no estimate is made.
         red_cell_class: the class name of red cells among ``classes``.
     """
+    return estimate_sample_scale(
+        [image], detect, classes=classes, config=config, microns_per_pixel=microns_per_pixel,
+        red_cell_class=red_cell_class,
+    )
+
+
+def estimate_sample_scale(
+    images: Sequence[np.ndarray],
+    detect: DetectFn,
+    *,
+    classes: Sequence[str],
+    config: ScaleConfig | None = None,
+    microns_per_pixel: float | None = None,
+    red_cell_class: str = "RBC",
+) -> FieldScale:
+    """The scale of several fields of one sample (one slide on one microscope: one scale), from their red cells
+    pooled: at each candidate factor the red cells of every field count together, so that fields holding only a
+    few whole red cells each (a high magnification) still give a scale together, and a field without any adds
+    nothing. One field: :func:`estimate_scale`. The fallback's factor is the first field's letterbox.
+
+    Raises:
+        ValueError: no field.
+    """
     config = config or ScaleConfig()
     if microns_per_pixel is not None:
         return scale_from_microns_per_pixel(microns_per_pixel, config)
-    height, width = image.shape[:2]
-    fallback = FieldScale(None, letterbox_factor(width, height, config.input_size), 0, FALLBACK)
+    if not images:
+        raise ValueError("a scale estimate needs at least one field")
+    height, width = images[0].shape[:2]
+    fallback = FieldScale(None, letterbox_factor(width, height, config.input_size), 0, FALLBACK, fields=len(images))
     if red_cell_class not in classes:
         return fallback
     rbc = list(classes).index(red_cell_class)
-    found = {f: red_cell_diameters(image, detect, rbc, f, config) for f in config.candidates}
-    weights = {f: candidate_weight(d, config) for f, d in found.items()}
+
+    def pooled(factor: float) -> np.ndarray:
+        return np.concatenate([red_cell_diameters(image, detect, rbc, factor, config) for image in images])
+
+    found = {f: pooled(f) for f in config.candidates}
+    pooled_config = replace(config, max_weight_cells=config.max_weight_cells * len(images))
+    weights = {f: candidate_weight(d, pooled_config) for f, d in found.items()}
     factor = max(weights, key=weights.get)
     if weights[factor] == 0:
         return fallback
     measured = found[factor]
     for _ in range(config.refine_steps):
         refined = factor * config.rbc_diameter / float(np.median(measured))
-        again = red_cell_diameters(image, detect, rbc, refined, config)
+        again = pooled(refined)
         if len(again) < config.min_red_cells:
             break
         factor, measured = refined, again
     native_diameter = float(np.median(measured)) / factor
     return FieldScale(
-        RBC_MICRONS / native_diameter, config.rbc_diameter / native_diameter, int(len(measured)), RED_CELLS
+        RBC_MICRONS / native_diameter, config.rbc_diameter / native_diameter, int(len(measured)), RED_CELLS,
+        fields=len(images),
     )
 
 
