@@ -7,6 +7,7 @@ from pathlib import Path
 
 from leukolens.cli.common import (
     EXIT_PROBLEMS,
+    config_options,
     default,
     image_paths,
     json_argument,
@@ -118,27 +119,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands, *, train, evaluate, predict) -> None:
-    def option(parser, flag: str, name: str, kind: type | None = None, **kwargs) -> None:
-        """An option whose default is the config's."""
-        parser.add_argument(flag, **({"type": kind} if kind else {}), default=default(TrainCellsConfig, name), **kwargs)
-
     cells = train.add_parser("cells", help="cell type and attribute heads on single cells")
+    option = config_options(cells, TrainCellsConfig)
     cells.add_argument("--data", required=True, help="data set with train and val splits")
     cells.add_argument(
         "--extra-data", nargs="*", default=default(TrainCellsConfig, "extra_data"), metavar="PATH",
         help="more data sets (other microscopes): their typed white cells join in one vocabulary",
     )
-    option(cells, "--out", "out", help="folder for checkpoints (best.pt, last.pt)")
-    option(cells, "--backbone", "backbone", choices=BACKBONES)
-    option(cells, "--input-size", "input_size", int)
-    option(cells, "--epochs", "epochs", int)
-    option(cells, "--batch-size", "batch_size", int)
-    option(cells, "--lr", "lr", float)
-    option(cells, "--patience", "patience", int, help="epochs without improvement before stop")
-    option(cells, "--max-minutes", "max_minutes", float, help="time budget (0: none)")
-    option(cells, "--exclude", "exclude", nargs="*", help="classes to hold out of training")
+    option("--out", "out", help="folder for checkpoints (best.pt, last.pt)")
+    option("--backbone", "backbone", choices=BACKBONES)
+    option("--input-size", "input_size", int)
+    option("--epochs", "epochs", int)
+    option("--batch-size", "batch_size", int)
+    option("--lr", "lr", float)
+    option("--patience", "patience", int, help="epochs without improvement before stop")
+    option("--max-minutes", "max_minutes", float, help="time budget (0: none)")
+    option("--exclude", "exclude", nargs="*", help="classes to hold out of training")
     cells.add_argument("--no-balanced", action="store_true", help="plain instead of class-balanced")
-    option(cells, "--stain", "stain", choices=STAIN_METHODS, help="stain normalisation of every crop")
+    option("--stain", "stain", choices=STAIN_METHODS, help="stain normalisation of every crop")
     cells.add_argument(
         "--augment", choices=tuple(AUGMENT_PRESETS),
         default=preset_name(AUGMENT_PRESETS, default(TrainCellsConfig, "augment")),
@@ -160,7 +158,7 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
         "--refit-atypicality", action="store_true", help="only refit the atypicality scorer of OUT/best.pt"
     )
     cells.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    option(cells, "--seed", "seed", int)
+    option("--seed", "seed", int)
     cells.set_defaults(run=cmd_train_cells)
 
     eval_cells = evaluate.add_parser("cells", help="class, attribute and calibration metrics")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from leukolens.cli.common import (
     EXIT_PROBLEMS,
+    config_options,
     default,
     image_paths,
     json_argument,
@@ -105,9 +106,7 @@ def add_commands(commands, *, train, evaluate) -> None:
         "clip", help="image-text model: cells and sentences composed from their attributes (CPU, minutes)"
     )
 
-    def option(flag: str, name: str, kind: type | None = None, **kwargs) -> None:
-        """An option whose default is the config's."""
-        parser.add_argument(flag, **({"type": kind} if kind else {}), default=default(TrainClipConfig, name), **kwargs)
+    option = config_options(parser, TrainClipConfig)
 
     parser.add_argument("--data", required=True, help="data set with train and val splits")
     option("--out", "out", help="folder for checkpoints (best.pt, last.pt)")

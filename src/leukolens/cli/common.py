@@ -30,6 +30,16 @@ def default(config: type, name: str):
     raise AttributeError(f"{config.__name__} has no field {name!r}")
 
 
+def config_options(parser: argparse.ArgumentParser, config: type):
+    """``option(flag, field, type, **argparse options)``: adds ``flag`` to ``parser`` with the default of ``config``'s
+    ``field`` (``config=`` names another dataclass for one option)."""
+
+    def option(flag: str, name: str, kind: type | None = None, *, config: type = config, **kwargs) -> None:
+        parser.add_argument(flag, **({"type": kind} if kind else {}), default=default(config, name), **kwargs)
+
+    return option
+
+
 def progress(description: str, unit: str = "img"):
     """A tqdm wrapper for long loops; quiet when stderr is not a terminal."""
     return partial(tqdm, desc=description, unit=unit, leave=False, disable=None, file=sys.stderr)

@@ -8,7 +8,15 @@ import dataclasses
 import sys
 
 from leukolens.cli.cells import BACKBONES, MATCH_STAIN_HELP, STAIN_METHODS, preset_name
-from leukolens.cli.common import EXIT_PROBLEMS, default, json_argument, print_report, progress, write_json
+from leukolens.cli.common import (
+    EXIT_PROBLEMS,
+    config_options,
+    default,
+    json_argument,
+    print_report,
+    progress,
+    write_json,
+)
 from leukolens.data.fields import FIELD_AUGMENT_PRESETS, FieldAugmentConfig
 from leukolens.errors import LeukolensError
 from leukolens.losses.pseudo import PseudoLabelConfig
@@ -109,9 +117,7 @@ def _train_detector_parser(train) -> None:
         "detector", help="WBC / RBC / platelet detector on whole fields (CenterNet, pretrained light backbone)"
     )
 
-    def option(flag: str, name: str, kind: type | None = None, *, config: type = TrainDetectorConfig, **kwargs):
-        """An option whose default is ``config``'s."""
-        parser.add_argument(flag, **({"type": kind} if kind else {}), default=default(config, name), **kwargs)
+    option = config_options(parser, TrainDetectorConfig)
 
     parser.add_argument("--data", required=True, help="data set with train and val splits")
     option("--extra-data", "extra_data", nargs="*",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from leukolens.cli.common import default, json_argument, print_report, progress
+from leukolens.cli.common import config_options, json_argument, print_report, progress
 from leukolens.train.balance import BalanceConfig
 from leukolens.train.gan import TrainGanConfig
 
@@ -97,9 +97,7 @@ def _train_gan_parser(train) -> None:
         "gan", help="conditional GAN for cell crops (class and attributes; CPU, about 30 minutes)"
     )
 
-    def option(flag: str, name: str, kind: type | None = None, *, config: type = TrainGanConfig, **kwargs) -> None:
-        """An option whose default is ``config``'s."""
-        parser.add_argument(flag, **({"type": kind} if kind else {}), default=default(config, name), **kwargs)
+    option = config_options(parser, TrainGanConfig)
 
     parser.add_argument("--data", required=True, help="data set with a train split")
     option("--out", "out", help="folder for generator.pt, last.pt, preview.png")
@@ -138,9 +136,7 @@ def _balance_parser(commands) -> None:
         "oversampling / gan / oversampling+gan, score on the test split over several seeds",
     )
 
-    def option(flag: str, name: str, kind: type | None = None, **kwargs) -> None:
-        """An option whose default is the config's."""
-        parser.add_argument(flag, **({"type": kind} if kind else {}), default=default(BalanceConfig, name), **kwargs)
+    option = config_options(parser, BalanceConfig)
 
     parser.add_argument("--data", required=True, help="data set with train and test splits")
     parser.add_argument("--rare", nargs="+", required=True, help="classes reduced to --keep of their training cells")
