@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from leukolens.cli import main
@@ -200,6 +201,7 @@ def tiny_cell_model(tmp_path_factory) -> Path:
     from leukolens.models.cellnet import CellNet, CellNetConfig
     from leukolens.models.checkpoint import from_model, save_checkpoint
 
+    torch.manual_seed(0)  # the untrained network's weights, whatever ran before
     model = CellNet(CellNetConfig(("Basophil", "Lymphocyte")), pretrained=False)
     path = tmp_path_factory.mktemp("base") / "base.pt"
     return save_checkpoint(from_model(model, CropConfig(input_size=48, context=2.0, mode="box")), path)

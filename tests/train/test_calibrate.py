@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from leukolens.data.cells import CropConfig
@@ -28,6 +29,7 @@ def _cells(root, counts):
 
 @pytest.fixture(scope="module")
 def base():
+    torch.manual_seed(1)  # the untrained network's weights, whatever ran before
     model = CellNet(CellNetConfig(("Basophil", "Lymphocyte")), pretrained=False)
     return from_model(model, CropConfig(input_size=48, context=2.0, mode="box"))
 
