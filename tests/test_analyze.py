@@ -223,14 +223,15 @@ def test_microns_per_pixel_overrides_the_estimate_and_a_huge_field_is_tiled(
     monkeypatch.setattr(Detector, "run", lambda self, canvases, **kw: inputs.append(canvases.shape) or run(
         self, canvases, **kw))
     out = tmp_path / "out"
-    analyze([folder], out=out, detector=tiny_detector, cells=tiny_cells, overlays=False, microns_per_pixel=0.02)
+    analyze([folder], out=out, detector=tiny_detector, cells=tiny_cells, overlays=False, microns_per_pixel=0.04)
     scale = _field_scale(out, "big")
-    # the tiny detector learnt a 80.6 * 64 / 512 = 10.075 px red cell; 7.5 µm at 0.02 µm/px is 375 native px:
-    # factor 10.075 / 375 = 0.026867, the field 70 x 52 working px; overlap min(ceil(2.4 * 10.075), 32) = 25:
-    # ceil((70 - 25) / (64 - 25)) = 2 tiles across, one down
-    assert scale["method"] == OVERRIDE and scale["microns_per_pixel"] == 0.02 and scale["red_cells"] == 0
-    assert scale["factor"] == pytest.approx(10.075 / 375, abs=1e-5) and scale["tiles"] == 2
-    assert sorted(inputs) == [(2, 64, 64, 3)]  # both tiles of one shape in one batch, never larger than the input
+    # the tiny detector learnt a 80.6 * 64 / 512 = 10.075 px red cell; 7.5 µm at 0.04 µm/px is 187.5 native px:
+    # factor 10.075 / 187.5 = 0.053733, the field 139 x 104 working px; overlap min(ceil(2.4 * 10.075), 32) = 25:
+    # ceil((139 - 25) / (64 - 25)) = 3 tiles across, ceil((104 - 25) / 39) = 3 down
+    assert scale["method"] == OVERRIDE and scale["microns_per_pixel"] == 0.04 and scale["red_cells"] == 0
+    assert scale["factor"] == pytest.approx(10.075 / 187.5, abs=1e-5) and scale["tiles"] == 9
+    # the 9 tiles of one shape in batches of 8 (analyze's batch size), none larger than the input
+    assert sorted(inputs) == [(1, 64, 64, 3), (8, 64, 64, 3)]
     assert json.loads((out / "big.json").read_text())["width"] == 2592
 
 

@@ -54,7 +54,7 @@ def test_a_given_scale_tiles_a_large_field_and_maps_boxes_to_native_pixels(detec
     # ceil((200 - 25) / 39) = 5 across, ceil((140 - 25) / 39) = 3 down
     scale = FieldScale(0.05, 0.2, 12, RED_CELLS, fields=3)
     found = detector.detect([field], field_scale=scale)[0]
-    assert found.tiles == 15 and found.scale is scale and found.canvas_size == (1000, 700)
+    assert found.tiles == 15 and found.scale == scale and found.canvas_size == (1000, 700)
     assert found.boxes.min() >= 0 and found.boxes[:, 2].max() <= 1000 and found.boxes[:, 3].max() <= 700
     # the top-left tile's first peak: centre 4 working px, box +-8 -> clipped to 0..12 working, 0..60 native
     np.testing.assert_allclose(found.boxes[np.argmin(found.boxes.sum(1))], [0, 0, 60, 60], atol=1e-3)
@@ -70,9 +70,19 @@ def test_the_sample_scale_looks_at_the_first_three_fields_once_for_all(detector,
     assert detector.sample_scale(fields) is given and seen == [3]
     # detect on its own estimates once per image size, on up to three images of that size
     found = detector.detect([*fields, Image.new("RGB", (320, 240))])
-    assert seen == [3, 3, 1] and all(f.scale is given for f in found)
+    assert seen == [3, 3, 1] and all(f.scale == given for f in found)
 
 
 def test_an_unknown_scale_mode_is_refused(detector):
     with pytest.raises(LeukolensError, match="unknown scale 'zoom': use one of auto, letterbox"):
         detector.detect([Image.new("RGB", (64, 48))], scale="zoom")
+
+
+def test_a_field_just_over_one_input_is_fitted_into_it(detector):
+    field = Image.new("RGB", (640, 480), (200, 150, 160))
+    # factor 0.11: 70 x 53 working px, over the 64 px input by 1.1 (< 1.2): one input at 0.1 instead of two tiles
+    found = detector.detect([field], field_scale=FieldScale(0.1, 0.11, 9, RED_CELLS, fields=1))[0]
+    assert found.tiles == 1 and found.scale.factor == pytest.approx(0.1) and found.scale.microns_per_pixel == 0.1
+    # factor 0.13 (83 px, 1.3x over): tiled at its own factor
+    found = detector.detect([field], field_scale=FieldScale(0.1, 0.13, 9, RED_CELLS, fields=1))[0]
+    assert found.tiles == 2 and found.scale.factor == 0.13

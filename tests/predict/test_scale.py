@@ -16,6 +16,7 @@ from leukolens.predict.scale import (
     OVERRIDE,
     RBC_MICRONS,
     RED_CELLS,
+    ScaleConfig,
     Tile,
     axis_starts,
     box_iou,
@@ -24,6 +25,7 @@ from leukolens.predict.scale import (
     diameters,
     estimate_sample_scale,
     estimate_scale,
+    fitted_factor,
     learnt_rbc_diameter,
     merge_tiles,
     resize,
@@ -198,6 +200,27 @@ def test_a_sample_pools_the_red_cells_of_fields_too_few_each():
     scale = estimate_sample_scale(fields, disc_detector(), classes=CLASSES)
     assert scale.method == RED_CELLS and scale.red_cells == 4 and scale.fields == 2
     assert scale.factor == pytest.approx(80.6 / 40, rel=0.03)
+
+
+def test_a_sample_looks_at_more_fields_only_while_its_red_cells_are_too_few():
+    calls = []
+    detect = disc_detector()
+
+    def counting(image):
+        calls.append(image.shape)
+        return detect(image)
+
+    # a 640 x 480 field of 40 px discs holds far more than 15 whole ones at the best factor: the first field is enough
+    scale = estimate_sample_scale([disc_field(40)] * 3, counting, classes=CLASSES)
+    assert scale.method == RED_CELLS and scale.fields == 1 and scale.red_cells >= 15
+    assert len(calls) <= 6 + 2  # six candidates and two refinements on one field
+
+
+def test_fitted_factor_brings_a_field_just_over_one_input_into_it():
+    config = ScaleConfig(input_size=512)
+    assert fitted_factor(0.85, 640, 480, config) == 0.8  # 544 px: 1.06 over one 512 px input
+    assert fitted_factor(1.0, 640, 480, config) == 1.0  # 640 px: 1.25 over, tiled
+    assert fitted_factor(0.7, 640, 480, config) == 0.7  # fits already
 
 
 def test_the_learnt_diameter_comes_from_the_checkpoint_when_stored():

@@ -43,6 +43,7 @@ from leukolens.predict.scale import (
     FieldScale,
     ScaleConfig,
     estimate_sample_scale,
+    fitted_factor,
     learnt_rbc_diameter,
     letterbox_factor,
     merge_tiles,
@@ -274,19 +275,22 @@ class Detector:
                 for size, indices in by_size.items()
             }
             scales = [per_size[a.shape[:2]] for a in arrays]
-        scales = [self._field_fallback(s, a) for s, a in zip(scales, arrays)]
+        scales = [self._for_field(s, a) for s, a in zip(scales, arrays)]
         return self._detect_at(arrays, scales, threshold=threshold, batch_size=batch_size)
 
     def _asked_letterbox(self, array: np.ndarray) -> FieldScale:
         height, width = array.shape[:2]
         return FieldScale(None, letterbox_factor(width, height, self.scale_config.input_size), 0, LETTERBOX, fields=0)
 
-    def _field_fallback(self, scale: FieldScale, array: np.ndarray) -> FieldScale:
-        """A sample's fallback, with this field's own letterbox factor."""
-        if scale.method != FALLBACK:
-            return scale
+    def _for_field(self, scale: FieldScale, array: np.ndarray) -> FieldScale:
+        """A sample's scale as this field uses it: a fallback with the field's own letterbox factor; a factor that
+        would just spill over one input fitted into it (:func:`~leukolens.predict.scale.fitted_factor`)."""
         height, width = array.shape[:2]
-        return replace(scale, factor=letterbox_factor(width, height, self.scale_config.input_size))
+        if scale.method == FALLBACK:
+            return replace(scale, factor=letterbox_factor(width, height, self.scale_config.input_size))
+        if scale.method == LETTERBOX:
+            return scale
+        return replace(scale, factor=fitted_factor(scale.factor, width, height, self.scale_config))
 
     def _detect_at(
         self, arrays: Sequence[np.ndarray], scales: Sequence[FieldScale], *, threshold: float, batch_size: int

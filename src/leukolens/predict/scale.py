@@ -86,6 +86,11 @@ class ScaleConfig:
         tolerance: how far (a factor) the median diameter may be from the learnt one before a candidate's weight
             halves, about; the detector itself was trained with zoom 0.75-1.3.
         max_weight_cells: red cells beyond this many add no weight (a window at a too small factor holds more).
+        enough_red_cells: a sample's estimate looks at one more of its fields only while the best candidate rests
+            on fewer red cells than this (each field costs 6-8 forward passes).
+        fit_slack: a field that would be at most this much larger than one input at the working scale is brought
+            into one input instead of two or more tiles (its cells then at least 1 / fit_slack of the working size,
+            within the zoom the detector was trained with, 0.75-1.3).
     """
 
     rbc_diameter: float = LEARNT_RBC_DIAMETER
@@ -96,6 +101,8 @@ class ScaleConfig:
     refine_steps: int = 2
     tolerance: float = 1.25
     max_weight_cells: int = 20
+    enough_red_cells: int = 15
+    fit_slack: float = 1.2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", tuple(float(f) for f in self.candidates))
@@ -138,6 +145,13 @@ def scale_from_microns_per_pixel(microns_per_pixel: float, config: ScaleConfig) 
 def letterbox_factor(width: int, height: int, input_size: int) -> float:
     """The factor training used: the longer side to ``input_size``."""
     return input_size / max(width, height)
+
+
+def fitted_factor(factor: float, width: int, height: int, config: ScaleConfig) -> float:
+    """``factor``, or the letterbox factor when the field at ``factor`` is larger than one input by at most
+    ``config.fit_slack`` (one input instead of two or more tiles, the cells still at a size the detector learnt)."""
+    fit = letterbox_factor(width, height, config.input_size)
+    return fit if fit < factor <= fit * config.fit_slack else factor
 
 
 # ------------------------------------------------------------------------------------------------------ estimate
@@ -224,9 +238,11 @@ def estimate_sample_scale(
     red_cell_class: str = "RBC",
 ) -> FieldScale:
     """The scale of several fields of one sample (one slide on one microscope: one scale), from their red cells
-    pooled: at each candidate factor the red cells of every field count together, so that fields holding only a
-    few whole red cells each (a high magnification) still give a scale together, and a field without any adds
-    nothing. One field: :func:`estimate_scale`. The fallback's factor is the first field's letterbox.
+    pooled: at each candidate factor the red cells of the fields looked at count together, so that fields holding
+    only a few whole red cells each (a high magnification) still give a scale together, and a field without any
+    adds nothing. Fields are taken in order while the best candidate rests on fewer than
+    ``config.enough_red_cells`` red cells (``fields`` in the result says how many). One field:
+    :func:`estimate_scale`. The fallback's factor is the first field's letterbox.
 
     Raises:
         ValueError: no field.
@@ -241,17 +257,23 @@ def estimate_sample_scale(
     if red_cell_class not in classes:
         return fallback
     rbc = list(classes).index(red_cell_class)
+    found: dict[float, list[np.ndarray]] = {f: [] for f in config.candidates}
+    for used, image in enumerate(images, start=1):  # one more field while the red cells are too few
+        for f in config.candidates:
+            found[f].append(red_cell_diameters(image, detect, rbc, f, config))
+        pooled_config = replace(config, max_weight_cells=config.max_weight_cells * used)
+        weights = {f: candidate_weight(np.concatenate(d), pooled_config) for f, d in found.items()}
+        factor = max(weights, key=weights.get)
+        if weights[factor] > 0 and sum(map(len, found[factor])) >= config.enough_red_cells:
+            break
+    if weights[factor] == 0:
+        return fallback
+    images = images[:used]
 
     def pooled(factor: float) -> np.ndarray:
         return np.concatenate([red_cell_diameters(image, detect, rbc, factor, config) for image in images])
 
-    found = {f: pooled(f) for f in config.candidates}
-    pooled_config = replace(config, max_weight_cells=config.max_weight_cells * len(images))
-    weights = {f: candidate_weight(d, pooled_config) for f, d in found.items()}
-    factor = max(weights, key=weights.get)
-    if weights[factor] == 0:
-        return fallback
-    measured = found[factor]
+    measured = np.concatenate(found[factor])
     for _ in range(config.refine_steps):
         refined = factor * config.rbc_diameter / float(np.median(measured))
         again = pooled(refined)
