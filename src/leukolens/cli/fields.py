@@ -30,6 +30,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         data=args.data,
         extra_data=tuple(args.extra_data),
         extra_classes=tuple(args.extra_classes),
+        match_scale=args.match_scale,
         out=args.out,
         backbone=args.backbone,
         input_size=args.input_size,
@@ -124,6 +125,9 @@ def _train_detector_parser(train) -> None:
            help="more data sets whose train splits join training (sources of --data left out)")
     option("--extra-classes", "extra_classes", nargs="*",
            help="classes the extra data sets teach (default: all), e.g. WBC Platelets")
+    parser.add_argument("--match-scale", action="store_true",
+                        help="letterbox each extra data set (and source) so its white cells have --data's size: "
+                             "the working scale detect brings fields to")
     option("--out", "out", help="folder for best.pt and last.pt")
     option("--backbone", "backbone", choices=BACKBONES)
     option("--input-size", "input_size", int, help="longer side of a field (px)")

@@ -14,7 +14,7 @@ boxes is an ordinary input (arrays of shape ``[0, 4]`` and ``[0]``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -248,10 +248,13 @@ def load_field_arrays(
     taught: tuple[str, ...] = (),
     stain: Callable[[np.ndarray], np.ndarray] | None = None,
     progress: Callable | None = None,
+    scales: Mapping[str, float] | None = None,
 ) -> list[FieldArrays]:
     """Decode and letterbox (no padding) every field once.
 
     Args:
+        scales: field id -> factor on ``size`` (see :func:`working_scales`): the field is letterboxed to
+            ``size * factor``, so that its cells have the size the detector learns from the primary data set.
         taught: only these classes train on these fields (empty: all classes); boxes of the others are left out.
         stain: a stain normaliser applied to each decoded ``uint8`` image (see :mod:`leukolens.data.stain`).
     """
@@ -266,13 +269,41 @@ def load_field_arrays(
         boxes, labels = boxes_of(f, classes)
         if mask is not None:
             boxes, labels = boxes[mask[labels]], labels[mask[labels]]
-        canvas, moved, box = letterbox(image, boxes, size=size, multiple=1)
+        field_size = round(size * scales.get(f.id, 1.0)) if scales else size
+        canvas, moved, box = letterbox(image, boxes, size=field_size, multiple=1)
         regions = None
         if f.regions:
             scale = np.array([box.scale_x, box.scale_y, box.scale_x, box.scale_y], np.float32)
             regions = np.array([r.pixels_xyxy(f.size) for r in f.regions], np.float32) * scale
         out.append(FieldArrays(canvas, moved, labels, f.id, mask, regions))
     return out
+
+
+def working_scales(
+    reference: list[Field], groups: list[list[Field]], *, size: int, cell: str = "WBC", limits=(0.4, 3.0)
+) -> dict[str, float]:
+    """Field id -> factor that brings each group's cells to the reference fields' cell size once letterboxed to
+    ``size``: the scale ``detect`` brings every field to at inference (from its red cells; here from the labelled
+    white cells, the class every training set boxes). Within a group, fields are told apart by source and image
+    size (TXL-PBC mixes four microscopes). Groups without a labelled ``cell`` keep factor 1.
+    """
+
+    def side(f: Field) -> list[float]:
+        scale = size / max(f.width, f.height)
+        return [max(b[2] - b[0], b[3] - b[1]) * scale for b in (c.box.pixels_xyxy(f.size) for c in f.cells
+                                                                 if c.label == cell)]
+
+    target = float(np.median([s for f in reference for s in side(f)]))
+    factors: dict[str, float] = {}
+    for fields in groups:
+        by_kind: dict[tuple, list[Field]] = {}
+        for f in fields:
+            by_kind.setdefault((f.domain.source, f.size), []).append(f)
+        for members in by_kind.values():
+            sides = [s for f in members for s in side(f)]
+            factor = float(np.clip(target / np.median(sides), *limits)) if sides else 1.0
+            factors.update({f.id: factor for f in members})
+    return factors
 
 
 def augment_field(

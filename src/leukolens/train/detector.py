@@ -91,6 +91,9 @@ class DetectorDataConfig:
     data: str
     extra_data: tuple[str, ...] = ()
     extra_classes: tuple[str, ...] = ()  # classes the extra data teaches (empty: all); see train_detector
+    # Bring each extra data set's (and source's) fields to the primary data set's white-cell size before windows
+    # are cut: what `detect` does at inference from a field's red cells, so training and use see one scale.
+    match_scale: bool = False
     primary_weight: float = 0.5  # share of each batch drawn from the primary data set when extra data is given
     val_fields: int = 0  # validate on at most this many primary fields (0: all)
     extra_val_fields: int = 40  # and this many from the extra data sets' val splits
@@ -263,9 +266,11 @@ def make_batch(
 
 @torch.inference_mode()
 def detect_arrays(
-    model: CenterNet, fields: list[Field], input_size: int, mean, std, stain: Callable | None = None
+    model: CenterNet, fields: list[Field], input_size: int, mean, std, stain: Callable | None = None,
+    scales: dict[str, float] | None = None,
 ) -> list[Detections]:
-    """Detections in original pixels for whole fields, with the network in eval mode (validation)."""
+    """Detections in original pixels for whole fields, with the network in eval mode (validation); ``scales``:
+    field id -> factor on ``input_size`` (the working scale of :func:`leukolens.data.fields.working_scales`)."""
     from PIL import Image
 
     from leukolens.data.cells import load_image
@@ -277,7 +282,7 @@ def detect_arrays(
         image = load_image(f.image)
         if stain is not None:
             image = Image.fromarray(stain(np.asarray(image)))
-        canvas, _, box = letterbox(image, size=input_size)
+        canvas, _, box = letterbox(image, size=round(input_size * (scales or {}).get(f.id, 1.0)))
         x = normalize(torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255, mean, std)
         peaks, size, offset = (o.numpy() for o in network(x.contiguous(memory_format=torch.channels_last)))
         found = decode(peaks, size, offset, stride=model.config.stride)[0]
@@ -285,6 +290,23 @@ def detect_arrays(
     if was_training:
         train_mode(model)
     return out
+
+
+def red_cell_diameter(
+    fields: list[Field], detections: list[Detections], classes: Vocabulary, size: int
+) -> float | None:
+    """Median diameter (sqrt of width x height) of the confident red cells the detector finds wholly inside fields
+    letterboxed to ``size``: the scale it learnt, which ``detect`` brings every field to (predict/scale.py)."""
+    if "RBC" not in classes.names:
+        return None
+    rbc, found = classes.names.index("RBC"), []
+    for f, d in zip(fields, detections):
+        scale = size / max(f.width, f.height)
+        boxes = d.boxes[(d.labels == rbc) & (d.scores >= 0.45)]
+        inside = (boxes[:, 0] > 2) & (boxes[:, 1] > 2) & (boxes[:, 2] < f.width - 2) & (boxes[:, 3] < f.height - 2)
+        boxes = boxes[inside]
+        found.extend(np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) * scale)
+    return float(np.median(found)) if found else None
 
 
 def choose_threshold(fields: list[Field], detections: list[Detections], classes: Vocabulary) -> float:
@@ -428,6 +450,13 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
         stain_reference = {"method": config.stain_norm, "reference": fit_reference(config.stain_norm, reference)}
         stain = normalizer_from_reference(stain_reference)
         log(f"stain normalisation: {config.stain_norm} to {train[0].id}")
+    scales = None
+    if config.match_scale:
+        from leukolens.data.fields import working_scales
+
+        scales = working_scales(train, [fields for fields, _ in extra] + list(val.values())[1:], size=size)
+        shown = sorted({round(v, 2) for v in scales.values()})
+        log(f"working scale: extra fields letterboxed at {', '.join(f'{v:g}' for v in shown)} x {size} px")
     pools = [load_field_arrays(train, classes, size=size, stain=stain, progress=progress("decoding train fields"))]
     weights = [1.0]
     if extra:
@@ -439,7 +468,7 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
             pools.append(
                 load_field_arrays(
                     fields, classes, size=size, taught=taught, stain=stain,
-                    progress=progress("decoding extra fields"),
+                    progress=progress("decoding extra fields"), scales=scales,
                 )
             )
             # The extra data sets share their part of each batch in proportion to their fields.
@@ -494,7 +523,7 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
         train_minutes = (time.time() - started) / 60
         metrics, scores, detections = {}, [], {}
         for name, fields in val.items():
-            detections[name] = detect_arrays(model, fields, size, spec.mean, spec.std, stain)
+            detections[name] = detect_arrays(model, fields, size, spec.mean, spec.std, stain, scales=scales)
             metrics[name] = evaluate_detections(fields, detections[name], classes, threshold=0.3)
             scored = taught_by_val.get(name) or classes.names  # an extra data set scores only what it teaches
             scores.append(float(np.mean([metrics[name]["per_class"][c]["AP50"] or 0.0 for c in scored])))
@@ -526,7 +555,11 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
             threshold = choose_threshold(val[primary_name], detections[primary_name], classes)
             save_detector(
                 checkpoint_from_model(
-                    model, input_size=size, score_threshold=threshold, stain=stain_reference, metrics={"val": metrics},
+                    model, input_size=size, score_threshold=threshold, stain=stain_reference,
+                    metrics={
+                        "val": metrics,
+                        "rbc_diameter": red_cell_diameter(val[primary_name], detections[primary_name], classes, size),
+                    },
                     train=record,
                 ),
                 out / "best.pt",
