@@ -33,22 +33,25 @@ BENCH ?= all
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH)
 
-# The shipped cell model: trained on the PBC/WBCAtt training split (about 30 minutes on 2 cores).
+# The shipped cell model: PBC/WBCAtt plus BCCD's typed white cells and the Chula slides (three microscopes), with
+# the robust augmentation (stain, hue, grey, blur, noise, vignetting, JPEG); 22 minutes on 2 cores
+# (docs/domains.md). The image-text model names this file by SHA-256: run `make weights-clip` after it.
 weights: $(STAMP)
-	$(BIN)/leukolens train cells --data ../shared/data/pbc --out out/cells-pbc --epochs 12 --patience 4 \
-		--max-minutes 28 --atypicality knn:embedding
+	$(BIN)/leukolens train cells --data ../shared/data/pbc --extra-data ../shared/data/bccd ../shared/data/chula \
+		--augment robust --out out/cells-multi --epochs 10 --patience 4 --max-minutes 22 --atypicality knn:embedding
 	mkdir -p src/leukolens/weights
-	cp out/cells-pbc/best.pt src/leukolens/weights/cellnet-pbc.pt
+	cp out/cells-multi/best.pt src/leukolens/weights/cellnet-pbc.pt
 
 # The shipped field detector: CenterNet on EfficientNet-Lite0, trained on BCCD train plus TXL-PBC train (its
-# re-annotated BCCD images left out; red cells learnt from BCCD's labels only), selected on validation mAP50;
-# 26 minutes on 2 cores (docs/detector.md).
+# re-annotated BCCD images left out; red cells learnt from BCCD's labels only) and the Chula slides (white cells
+# only), every set at BCCD's white-cell size (--match-scale), with the robust augmentation; selected on validation
+# mAP50; 20 minutes on 2 cores (docs/detector.md, docs/domains.md).
 weights-detector: $(STAMP)
 	$(BIN)/leukolens train detector --data ../shared/data/bccd --extra-data ../shared/data/txl_pbc \
-		--extra-classes WBC Platelets \
-		--out out/detector-bccd --epochs 40 --steps-per-epoch 100 --max-minutes 26
+		../shared/data/chula --extra-classes WBC Platelets --match-scale --augment robust \
+		--out out/detector-multi --epochs 40 --steps-per-epoch 100 --max-minutes 20
 	mkdir -p src/leukolens/weights
-	cp out/detector-bccd/best.pt src/leukolens/weights/detector-bccd.pt
+	cp out/detector-multi/best.pt src/leukolens/weights/detector-bccd.pt
 
 # The shipped image-text model: projections over the frozen shipped cell model and MiniLM, trained on PBC with
 # sentences composed from WBCAtt attributes (minutes on 2 cores; docs/clip.md). It names the cell model by SHA-256:
