@@ -15,12 +15,14 @@ import sys
 from pathlib import Path
 
 from benchmarks import (
+    cell_domains,
     cells,
     clip,
     detector,
     domains,
     gan,
     io_speed,
+    scale_sweep,
     sim2real,
     sparse,
     synth_realism,
@@ -35,6 +37,8 @@ BENCHMARKS = {
     "synth": synth_speed.run,
     "realism": synth_realism.run,
     "cells": cells.run,
+    "cell_domains": cell_domains.run,
+    "scale_sweep": scale_sweep.run,
     "detector": detector.run,
     "sparse": sparse.run,
     "domains": domains.run,
