@@ -122,6 +122,15 @@ def wbc_ap50(truth: Sequence[np.ndarray], found, wbc: int) -> float:
     return coco_metrics(ground_truth, coco_results(only_wbc), Vocabulary("wbc", ("WBC",)))["per_class"]["WBC"]["AP50"]
 
 
+def estimated_factor(detector, scale) -> float:
+    """The working factor the estimate found (before a field just over one input is fitted into it)."""
+    from leukolens.predict.scale import RBC_MICRONS
+
+    if scale.microns_per_pixel is None:
+        return scale.factor
+    return detector.scale_config.rbc_diameter * scale.microns_per_pixel / RBC_MICRONS
+
+
 def in_samples(count: int) -> list[list[int]]:
     """Field indices in consecutive samples of :data:`SAMPLE` fields."""
     return [list(range(i, min(i + SAMPLE, count))) for i in range(0, count, SAMPLE)]
@@ -145,7 +154,7 @@ def compare(detector, images: Sequence[np.ndarray], truth, *, samples: Sequence[
     return {
         "letterbox": wbc_ap50(truth, plain, wbc),
         "auto": wbc_ap50(truth, auto, wbc),
-        "factors": np.array([f.scale.factor for f in auto]),
+        "factors": np.array([estimated_factor(detector, f.scale) for f in auto]),
         "fallbacks": sum(f.scale.method.startswith("fallback") for f in auto),
         "tiles": max(f.tiles for f in auto),
         "seconds": (letterbox_s / len(pil), auto_s / len(pil)),
@@ -181,8 +190,9 @@ def run() -> str:
         "longer side to the input size, as in training (`scale=\"letterbox\"`). *auto*: the scale estimated from the "
         "field's own red cells, the field resized to the working scale and cut into overlapping input-size tiles "
         f"when larger, merged by NMS (`scale=\"auto\"`; one estimate per simulated sample of {SAMPLE} fields, from "
-        "their red cells pooled, as `analyze` does). Factor error: |estimated / true "
-        f"- 1|, the true factor being {BCCD_WORKING} / zoom.",
+        "their red cells pooled, as `analyze` does; a field at most 1.2x larger than one input at the estimated factor "
+        "is fitted into one input). Factor error: |estimated / true - 1|, the true factor being "
+        f"{BCCD_WORKING} / zoom.",
         "",
         "| zoom | WBC AP50 letterbox | WBC AP50 auto | factor error median | max | fallbacks | tiles (most) |",
         "|---|---|---|---|---|---|---|",

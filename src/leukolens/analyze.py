@@ -19,10 +19,10 @@ call into another module; the calls inside a predictor are listed under it):
 
 1. ``cli.cmd_analyze`` -> :func:`analyze` (this module): paths, checkpoints, options.
 2. -> ``predict.fields.load_field``: the RGB image and notes on its conversion.
-3. -> ``predict.fields.Detector.sample_scale`` (once per sample, on its first three fields): the sample's scale
-   from its red cells (the median of the fields' estimates; ``microns_per_pixel`` when given) -> a
-   :class:`~leukolens.predict.scale.FieldScale`; inside: stain normaliser, ``predict.scale.estimate_scale`` (6-8
-   forward passes per field on windows of the field at candidate factors).
+3. -> ``predict.fields.Detector.sample_scale`` (once per sample): the sample's scale from the red cells of its
+   first fields pooled (up to three, fewer once 15 red cells are found; ``microns_per_pixel`` when given) -> a
+   :class:`~leukolens.predict.scale.FieldScale`; inside: stain normaliser, ``predict.scale.estimate_sample_scale``
+   (6-8 forward passes per field looked at, on windows of the field at candidate factors).
 4. -> ``predict.fields.Detector.detect`` with that scale: the image ->
    :class:`~leukolens.predict.results.FieldDetections` (float xyxy boxes in the image's pixels, with its size, the
    scale and the tile count); inside: stain normaliser, ``predict.scale.tiles_at_scale`` (the field resized to the
@@ -104,7 +104,7 @@ def analyze(
         match_stain: bring each white cell's colours to the cell model's training cells first (see
             :class:`leukolens.predict.CellReader`).
         microns_per_pixel: the sample's scale, when known; else it is estimated from the red cells of the sample's
-            first three fields (one slide on one microscope: one scale) and used for every field.
+            first fields (up to three; one slide on one microscope: one scale) and used for every field.
         scale: ``"auto"`` (every field at the scale the detector learnt, tiled when larger than one input there) or
             ``"letterbox"`` (each field's longer side to the detector's input size, as before, for comparison).
     """

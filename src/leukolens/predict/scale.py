@@ -20,19 +20,28 @@ size. Red cells are about 7.5 µm across and lie in every smear field, so the fi
   :func:`merge_tiles` maps the boxes back to native pixels, drops boxes cut by a tile's inner border where the same
   cell is seen whole in a neighbour, and runs class-wise NMS across tiles. A large field is never shrunk into one
   small input.
+- :func:`estimate_sample_scale` does the same for a sample (one slide on one microscope: one scale) with the red
+  cells of its first fields pooled, one more field only while there are fewer than ``enough_red_cells``: fields of
+  a high magnification hold only a few whole red cells each. :func:`fitted_factor` brings a field that would be just
+  over one input (at most ``fit_slack``, 1.2x) into one input instead of two or more tiles: the cells stay within
+  the zoom the detector was trained with, at half the cost.
 
 The detector comes in as a callable ``detect(image) -> (boxes, scores, labels)``: ``image`` ``uint8 [h, w, 3]``,
 run as given (padded to the network's multiple, never resized), boxes xyxy ``float32 [n, 4]`` in that image's
 pixels, scores ``[n]``, class indices ``[n]``. This module calls it only on images no larger than ``tile_size``
 (default the detector's input size) on either side.
 
-Measured (``benchmarks/scale_sweep.py``, 12 BCCD test fields resized by 0.33x to 3x, shipped detector): the
-detector's own red cells give the working factor within 3.5-4.6% (median) and 16% (worst) at every resize, no
-fallback. The detector-free alternative (granulometry of the red-cell mask: green below Otsu, holes filled, median
-inscribed diameter of the components) was measured beside it and kept out: 35-50% median error even after
-calibrating it on the unresized fields, because touching and overlapping red cells merge into larger components.
-On Chula's pale low-cost-camera fields the shipped detector sometimes finds too few confident red cells in the
-centre window, and the estimate falls back to the letterbox (1 of 6 fields in the test).
+Measured (``benchmarks/scale_sweep.py``, shipped detector, 640x480 fields simulating other magnifications:
+mosaics of shrunk BCCD test fields below 1x, enlarged centre crops above; one estimate per 3 fields): WBC AP50
+0.97-1.00 from 0.33x to 3x with the estimate and tiles, where the letterbox gives 0.85 at 0.33x and 0.06 at 3x;
+the estimate's factor is within 6-13% (median) from 0.33x to 2x, and poor at 3x (80%: few whole red cells in a
+field that shows a ninth of BCCD's, though the white cells are still found). BCCD fields upsampled to 2592x1944:
+factor within 1%, one input. The detector-free alternative (granulometry of the red-cell mask: green below Otsu,
+holes filled, median inscribed diameter of the components) was measured in an earlier version of the sweep and kept
+out: 35-50% median error even after calibrating it on unresized fields, because touching and overlapping red cells
+merge into larger components. On Chula's pale low-cost-camera fields the shipped detector's red cells give a scale
+(no fallback per slide) but its white cells are not found at any scale (WBC AP50 0.01 letterbox, 0.07 auto):
+a colour and domain gap, not a scale one.
 """
 
 from __future__ import annotations
