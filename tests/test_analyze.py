@@ -269,3 +269,21 @@ def test_the_shipped_detector_finds_the_white_cell_of_a_field_seen_at_twice_the_
         assert len(wbc) == 1 and box_iou(truth, np.array(wbc, np.float32))[0, 0] >= 0.7
     else:
         assert record["scale"]["method"] == LETTERBOX and record["scale"]["factor"] == pytest.approx(0.4)
+
+
+def test_the_cell_model_adapts_to_the_sample_once_it_has_enough_white_cells(tmp_path, tiny_detector, tiny_cells,
+                                                                           monkeypatch):
+    import leukolens.analyze as pipeline
+
+    folder = _sample_folder(tmp_path)
+    adapted = analyze([folder], out=tmp_path / "a", detector=tiny_detector, cells=tiny_cells, batch_size=1)
+    plain = analyze([folder], out=tmp_path / "p", detector=tiny_detector, cells=tiny_cells, adapt=False)
+    # 48 white cells a field: the first field is not enough (64), so both fields wait and adapt together.
+    assert adapted["notes"] == ["cell model adapted to this sample's first 64 white cells"] and plain["notes"] == []
+    first = json.loads((tmp_path / "a" / f"{FIELDS[0].rsplit('.', 1)[0]}.json").read_text())["cells"][0]
+    unadapted = json.loads((tmp_path / "p" / f"{FIELDS[0].rsplit('.', 1)[0]}.json").read_text())["cells"][0]
+    assert first["box_xyxy"] == unadapted["box_xyxy"]
+    assert first["type_probabilities"] != unadapted["type_probabilities"]  # new normalisation statistics
+    monkeypatch.setattr(pipeline, "ADAPT_MIN_CELLS", 200)
+    few = analyze([folder], out=tmp_path / "f", detector=tiny_detector, cells=tiny_cells)
+    assert few["notes"] == ["96 white cells: too few to adapt the cell model to this sample"]

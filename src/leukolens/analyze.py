@@ -49,6 +49,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
 from leukolens.predict import weights
 from leukolens.predict.cells import CellReader
@@ -75,6 +77,21 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return stem
 
 
+ADAPT_CELLS = 64
+"""White cells of a sample's first fields the cell model adapts its normalisation to."""
+ADAPT_MIN_CELLS = 8
+"""Fewer white cells than this in a whole sample: no adaptation (too few to estimate statistics from)."""
+
+
+def adapt_reader(reader: CellReader, crops: list[np.ndarray]) -> tuple[CellReader, str]:
+    """The reader adapted to a sample's first white cells (at most :data:`ADAPT_CELLS`), or as it is when the
+    sample has fewer than :data:`ADAPT_MIN_CELLS`; and a note saying which."""
+    if len(crops) < ADAPT_MIN_CELLS:
+        return reader, f"{len(crops)} white cells: too few to adapt the cell model to this sample"
+    note = f"cell model adapted to this sample's first {min(len(crops), ADAPT_CELLS)} white cells"
+    return reader.adapted(np.stack(crops[:ADAPT_CELLS])), note
+
+
 def analyze(
     items: Sequence[str | Path],
     *,
@@ -88,6 +105,7 @@ def analyze(
     match_stain: bool = False,
     microns_per_pixel: float | None = None,
     scale: str = "auto",
+    adapt: bool = True,
     log: Callable[[str], None] = print,
     progress: Callable | None = None,
 ) -> dict:
@@ -107,6 +125,9 @@ def analyze(
             first fields (up to three; one slide on one microscope: one scale) and used for every field.
         scale: ``"auto"`` (every field at the scale the detector learnt, tiled when larger than one input there) or
             ``"letterbox"`` (each field's longer side to the detector's input size, as before, for comparison).
+        adapt: adapt the cell model's normalisation to this sample's own white cells before typing them (AdaBN on
+            the white cells of the first fields, up to :data:`ADAPT_CELLS`; at least :data:`ADAPT_MIN_CELLS`), as a
+            sample is one slide on one microscope (docs/domains.md measures what it buys).
     """
     if scale not in SCALE_MODES:
         raise LeukolensError(f"unknown scale {scale!r}: use one of {', '.join(SCALE_MODES)}")
@@ -138,27 +159,15 @@ def analyze(
     results: list[tuple[str, AnalyzedField]] = []
     used: set[str] = set()
     sample_scale = None
+    waiting: list[tuple] = []  # detected chunks whose cells wait for the sample's adaptation
+    crops: list[np.ndarray] = []
+    adapted = False
+    summary_notes = [cell_note] if cell_note else []
     writer = ThreadPoolExecutor(max_workers=1)  # PNG and JSON writing overlaps the next batch's networks
     pending = []
-    chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-    for chunk in progress(chunks) if progress else chunks:
-        images, loaded = [], []
-        for path in chunk:
-            try:
-                image, notes = load_field(path)
-            except LeukolensError as error:
-                skipped.append({"image": str(path), "reason": str(error)})
-                log(f"leukolens: skipped {error}")
-                continue
-            images.append(image)
-            loaded.append((path, notes + ([cell_note] if cell_note else [])))
-        if not images:
-            continue
-        if scale == "auto" and sample_scale is None:  # one slide on one microscope: estimated once
-            sample_scale = field_detector.sample_scale(images, microns_per_pixel=microns_per_pixel)
-        found = field_detector.detect(
-            images, threshold=threshold, batch_size=batch_size, scale=scale, field_scale=sample_scale
-        )
+
+    def read_and_write(loaded, images, found) -> None:
+        """Read the white cells of one chunk of detected fields; queue each field's JSON and overlay."""
         if reader is not None:
             read = reader.read_cells(list(zip(images, found)), read=white)
         else:
@@ -178,12 +187,49 @@ def analyze(
                         lambda f, s: atomic_write_bytes(out / f"{s}.png", overlay_png(f, palette)), field, stem
                     )
                 )
+
+    chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+    for chunk in progress(chunks) if progress else chunks:
+        images, loaded = [], []
+        for path in chunk:
+            try:
+                image, notes = load_field(path)
+            except LeukolensError as error:
+                skipped.append({"image": str(path), "reason": str(error)})
+                log(f"leukolens: skipped {error}")
+                continue
+            images.append(image)
+            loaded.append((path, notes + ([cell_note] if cell_note else [])))
+        if not images:
+            continue
+        if scale == "auto" and sample_scale is None:  # one slide on one microscope: estimated once
+            sample_scale = field_detector.sample_scale(images, microns_per_pixel=microns_per_pixel)
+        found = field_detector.detect(
+            images, threshold=threshold, batch_size=batch_size, scale=scale, field_scale=sample_scale
+        )
+        waiting.append((loaded, images, found))
+        if reader is not None and adapt and not adapted:
+            crops.extend(reader.crop(image, tuple(d.boxes[i])) for image, d in zip(images, found)
+                         for i in range(len(d)) if d.class_name(i) in white)
+            if len(crops) < ADAPT_CELLS:
+                continue  # keep the fields until the sample's first white cells are enough to adapt to
+            (reader, note), adapted = adapt_reader(reader, crops), True
+            summary_notes.append(note)
+        for waiting_chunk in waiting:
+            read_and_write(*waiting_chunk)
+        waiting = []
+    if waiting:  # a sample with fewer white cells than ADAPT_CELLS: adapt to what there is
+        if reader is not None and adapt and not adapted:
+            reader, note = adapt_reader(reader, crops)
+            summary_notes.append(note)
+        for waiting_chunk in waiting:
+            read_and_write(*waiting_chunk)
     for job in pending:
         job.result()
     writer.shutdown()
     seconds = time.perf_counter() - started
     summary = summary_json(
-        differential(results), fields_read=len(results), skipped=skipped, notes=[cell_note] if cell_note else [],
+        differential(results), fields_read=len(results), skipped=skipped, notes=summary_notes,
         detector=detector_info, seconds=seconds,
     )
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -192,3 +238,4 @@ def analyze(
             f"none of the {len(paths)} images could be read (see {out / 'summary.json'}); first: {skipped[0]['reason']}"
         )
     return summary
+

@@ -20,6 +20,7 @@ from leukolens.cli.common import (
 from leukolens.data.fields import FIELD_AUGMENT_PRESETS, FieldAugmentConfig
 from leukolens.errors import LeukolensError
 from leukolens.losses.pseudo import PseudoLabelConfig
+from leukolens.predict.fields import SCALE_MODES
 from leukolens.train.detector import TrainDetectorConfig
 
 
@@ -76,7 +77,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
             print(f"leukolens: skipped {error}", file=sys.stderr)
             errors += 1
             continue
-        found = detector.detect([image], threshold=threshold)[0]
+        found = detector.detect(
+            [image], threshold=threshold, scale=args.scale, microns_per_pixel=args.microns_per_pixel
+        )[0]
         payload.append(detections_json(str(path), found))
         counts = {name: sum(found.class_name(i) == name for i in range(len(found))) for name in detector.classes}
         print(f"{path}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
@@ -106,6 +109,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         overlays=not args.no_overlays,
         threshold=args.threshold,
         match_stain=args.match_stain,
+        microns_per_pixel=args.microns_per_pixel,
+        scale=args.scale,
+        adapt=not args.no_adapt,
         log=lambda message: print(message, file=sys.stderr),
         progress=progress("analysing", unit="batch"),
     )
@@ -167,6 +173,14 @@ def _train_detector_parser(train) -> None:
     parser.set_defaults(run=cmd_train_detector)
 
 
+def _scale_arguments(parser) -> None:
+    parser.add_argument("--microns-per-pixel", type=float, metavar="UM",
+                        help="the fields' scale in µm per pixel (skips the estimate from red cells)")
+    parser.add_argument("--scale", choices=SCALE_MODES, default=SCALE_MODES[0],
+                        help="auto: bring each field to the detector's learnt scale (estimated from its red cells), "
+                             "tiling large fields; letterbox: longer side to the input size, as before")
+
+
 def add_commands(commands, *, train, evaluate) -> None:
     _train_detector_parser(train)
 
@@ -185,6 +199,7 @@ def add_commands(commands, *, train, evaluate) -> None:
     detect.add_argument("--checkpoint", help="detector (default: the shipped one)")
     detect.add_argument("--threshold", type=float, help="score threshold (default: the checkpoint's)")
     json_argument(detect, "write every box as JSON")
+    _scale_arguments(detect)
     detect.set_defaults(run=cmd_detect)
 
     analyze = commands.add_parser(
@@ -198,4 +213,7 @@ def add_commands(commands, *, train, evaluate) -> None:
     analyze.add_argument("--threshold", type=float, help="detector score threshold (default: the checkpoint's)")
     analyze.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
     analyze.add_argument("--match-stain", action="store_true", help=MATCH_STAIN_HELP)
+    analyze.add_argument("--no-adapt", action="store_true",
+                         help="do not adapt the cell model's normalisation to this sample's own white cells")
+    _scale_arguments(analyze)
     analyze.set_defaults(run=cmd_analyze)
