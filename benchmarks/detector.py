@@ -11,9 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from leukolens.eval.detection import evaluate_checkpoint
+from leukolens.eval.detection import evaluate_detector
 from leukolens.io import ProblemLog, read_dataset
 from leukolens.models.detector import load_detector
+from leukolens.predict.fields import Detector
 from leukolens.predict.weights import default_checkpoint, default_detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,8 +52,8 @@ def run() -> str:
     if not path.is_file():
         return "## Field detector\n\nNo shipped detector: run `make weights-detector` first."
     checkpoint = load_detector(path)
-    bccd = evaluate_checkpoint(path, SHARED / "bccd", split="test")
-    txl = evaluate_checkpoint(path, SHARED / "txl_pbc", split="test")
+    bccd = evaluate_detector(Detector.from_checkpoint(path), SHARED / "bccd", split="test")
+    txl = evaluate_detector(Detector.from_checkpoint(path), SHARED / "txl_pbc", split="test")
     test_fields = [f.image for f in read_dataset(SHARED / "bccd", log=ProblemLog()).splits["test"]]
     fields_per_second, note = _analyze_speed(test_fields)
     history = checkpoint.train.get("history", [])

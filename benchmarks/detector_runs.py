@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from leukolens.eval.detection import evaluate_checkpoint
+from leukolens.eval.detection import evaluate_detector
 from leukolens.io.common import atomic_write_text
 from leukolens.models.detector import load_detector
+from leukolens.predict.fields import Detector
 from leukolens.train.detector import TrainDetectorConfig, train_detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,8 +74,9 @@ def evaluate_run(
     path = folder / f"eval-{tag}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    report = evaluate_checkpoint(
-        run["checkpoint"], data, split=split, engine="torch", sources=sources, domain_key=domain_key
+    report = evaluate_detector(
+        Detector.from_checkpoint(run["checkpoint"], engine="torch"), data, split=split, sources=sources,
+        domain_key=domain_key,
     )
     atomic_write_text(path, json.dumps(report, indent=1) + "\n")
     return report

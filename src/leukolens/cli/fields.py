@@ -89,10 +89,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_detector(args: argparse.Namespace) -> int:
-    from leukolens.eval.detection import evaluate_checkpoint, format_report
+    from leukolens.eval.detection import evaluate_detector, format_report
+    from leukolens.predict.fields import Detector
 
-    report = evaluate_checkpoint(
-        args.checkpoint, args.data, split=args.split, results_path=args.results, progress=progress("detecting")
+    report = evaluate_detector(
+        Detector.from_checkpoint(args.checkpoint), args.data, split=args.split, results_path=args.results,
+        progress=progress("detecting"),
     )
     return print_report(format_report(report), report, args.json)
 

@@ -147,27 +147,26 @@ def detect_fields(detector, fields: Sequence[Field], *, progress: Callable | Non
     return out
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
+def evaluate_detector(
+    detector,
     data: str | Path,
     *,
     split: str = "test",
     results_path: str | Path | None = None,
-    engine: str = "auto",
     sources: Sequence[str] = (),
     domain_key: str = "source",
     progress: Callable | None = None,
 ) -> dict:
-    """Evaluate a detector checkpoint on one split of a data set; optionally write the COCO results file.
+    """Evaluate a detector on one split of a data set; optionally write the COCO results file.
 
     Args:
+        detector: a :class:`leukolens.predict.Detector` (anything with ``detect(images)``, ``classes``,
+            ``score_threshold`` and ``path``), built by the caller so that evaluation stays below prediction.
         sources: only the fields whose ``Field.domain`` value ``domain_key`` is one of these (e.g. TXL-PBC's four
             sources, or synthetic microscopes with ``domain_key="microscope"``); empty: all.
     """
     from leukolens.io import ProblemLog, read_dataset
-    from leukolens.predict.fields import Detector
 
-    detector = Detector.from_checkpoint(checkpoint, engine=engine)
     dataset = read_dataset(data, log=ProblemLog())
     fields = dataset.fields if split == "all" else dataset.splits.get(split, [])
     if sources:
@@ -183,7 +182,7 @@ def evaluate_checkpoint(
     seconds = time.perf_counter() - started
     report = evaluate_detections(fields, detections, classes, threshold=detector.score_threshold)
     report.update(
-        {"checkpoint": str(checkpoint), "data": str(data), "split": split, "sources": list(sources),
+        {"checkpoint": str(getattr(detector, "path", "")), "data": str(data), "split": split, "sources": list(sources),
          "fields_per_second": len(fields) / seconds}
     )
     if results_path:

@@ -35,11 +35,7 @@ def evaluate_cells(
 
     model = checkpoint.build()
     crop = checkpoint.crop
-    stain = None
-    if checkpoint.stain:
-        from leukolens.data.stain import normalizer_from_reference
-
-        stain = normalizer_from_reference(checkpoint.stain)
+    stain = checkpoint.preprocess.stain_normalizer()
     crops = load_crops(samples, size=crop.input_size, context=crop.context, stain=stain, cache_dir=cache_dir)
     if groups is None:
         output = run_model(model, crops, input_size=crop.input_size, mean=checkpoint.mean, std=checkpoint.std,

@@ -147,8 +147,7 @@ class Engine:
 def stain_normalizer(stored: dict | None) -> Callable[[np.ndarray], np.ndarray] | None:
     """The stain normaliser a checkpoint stores (``{"method": ..., "reference": ...}``), or ``None`` when it stores
     none or method ``none``: the one setup every predictor uses."""
-    if not stored or stored.get("method", "none") == "none":
-        return None
-    from leukolens.data.stain import normalizer_from_reference
+    from leukolens.models.preprocess import StainReference
 
-    return normalizer_from_reference(stored)
+    reference = StainReference.from_dict(stored or {})
+    return reference.normalizer() if reference is not None else None
