@@ -37,7 +37,7 @@ import importlib
 import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, overload
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, TypeVar, overload
 
 import torch
 
@@ -45,7 +45,7 @@ from leukolens.data.cells import CropConfig
 from leukolens.errors import LeukolensError, atomic_write_bytes
 from leukolens.models.backbones import SPECS
 from leukolens.models.cellnet import CellNet, CellNetConfig
-from leukolens.models.preprocess import Preprocess, StainReference
+from leukolens.models.preprocess import Preprocess, PreprocessFields, StainReference, stored_stain
 
 if TYPE_CHECKING:
     from leukolens.models.clip import ClipCheckpoint
@@ -79,6 +79,7 @@ _MISSING = {
     "gan-training": "no GAN training state to resume",
 }
 Kind = Literal["cells", "detector", "clip", "gan", "gan-training"]
+NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)
 
 
 class Checkpoint(Protocol):
@@ -169,6 +170,32 @@ def float32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
 
 
+def with_weights(network: NetworkT, state_dict: dict[str, torch.Tensor]) -> NetworkT:
+    """``network`` with the stored weights (back in float32), in eval mode."""
+    network.load_state_dict(float32(state_dict))
+    return network.eval()
+
+
+def envelope_sections(
+    config, preprocess: Preprocess | None, inference: dict, *, metrics: dict, train: dict, extra: dict
+) -> dict:
+    """What a checkpoint class's ``to_envelope`` returns: the envelope's sections but the header and the weights."""
+    return {
+        "config": config.as_dict(),
+        "preprocess": preprocess.as_dict() if preprocess is not None else None,
+        "inference": inference,
+        "metrics": metrics,
+        "train": train,
+        "extra": extra,
+    }
+
+
+def records(envelope: dict) -> dict:
+    """The metrics, training record and resume state of a read envelope (empty dicts where absent), as the keyword
+    arguments of a checkpoint class."""
+    return {name: envelope.get(name) or {} for name in ("metrics", "train", "extra")}
+
+
 # ------------------------------------------------------------------------------------------------------ legacy files
 LEGACY_FORMATS = (
     "leukolens-cellnet/1",
@@ -225,7 +252,7 @@ def migrate_legacy(payload: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------------ cell model
 @dataclass
-class CellCheckpoint:
+class CellCheckpoint(PreprocessFields):
     """A cell model and what it needs to be used: the network config, the preprocessing (crop, normalisation,
     stain reference, training colour statistics), the attribute schema's name, the fitted atypicality scorer, the
     metrics it reached, and the training record."""
@@ -241,23 +268,15 @@ class CellCheckpoint:
     train: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # e.g. optimizer state for --resume
 
-    # The fields before the preprocessing record, as properties: callers read them.
+    # The fields before the preprocessing record, as properties (input_size, mean, std from PreprocessFields)
     @property
     def crop(self) -> CropConfig:
         return self.preprocess.crop
 
     @property
-    def mean(self) -> tuple[float, float, float]:
-        return self.preprocess.mean
-
-    @property
-    def std(self) -> tuple[float, float, float]:
-        return self.preprocess.std
-
-    @property
     def stain(self) -> dict | None:
         """The stain reference every crop is normalised to, in its stored form (None: crops go in as they are)."""
-        return self.preprocess.stain.as_dict() if self.preprocess.stain is not None else None
+        return stored_stain(self.preprocess.stain)
 
     @stain.setter
     def stain(self, stored: dict | None) -> None:
@@ -266,8 +285,7 @@ class CellCheckpoint:
     @property
     def training_stain(self) -> dict | None:
         """The training cells' own colour statistics (Reinhard), in their stored form."""
-        stored = self.preprocess.training_stain
-        return stored.as_dict() if stored is not None else None
+        return stored_stain(self.preprocess.training_stain)
 
     @training_stain.setter
     def training_stain(self, stored: dict | None) -> None:
@@ -282,14 +300,10 @@ class CellCheckpoint:
         return model.eval()
 
     def to_envelope(self) -> dict:
-        return {
-            "config": self.config.as_dict(),
-            "preprocess": self.preprocess.as_dict(),
-            "inference": {"schema": self.schema, "atypicality": self.atypicality},
-            "metrics": self.metrics,
-            "train": self.train,
-            "extra": self.extra,
-        }
+        inference = {"schema": self.schema, "atypicality": self.atypicality}
+        return envelope_sections(
+            self.config, self.preprocess, inference, metrics=self.metrics, train=self.train, extra=self.extra
+        )
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> CellCheckpoint:
@@ -300,9 +314,7 @@ class CellCheckpoint:
             state_dict=envelope["state_dict"],
             schema=inference.get("schema"),
             atypicality=inference.get("atypicality"),
-            metrics=envelope.get("metrics") or {},
-            train=envelope.get("train") or {},
-            extra=envelope.get("extra") or {},
+            **records(envelope),
         )
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from leukolens.data.cells import CropConfig
 from leukolens.io.common import LeukolensError, atomic_write_bytes
-from leukolens.models.checkpoint import float32, load_checkpoint, save_checkpoint
+from leukolens.models.checkpoint import envelope_sections, load_checkpoint, records, save_checkpoint, with_weights
 from leukolens.models.preprocess import Preprocess
 
 MINILM_DIM = 384
@@ -360,19 +360,14 @@ class ClipCheckpoint:
         return tower_preprocess(self.config.image_tower)
 
     def build(self) -> ClipModel:
-        model = ClipModel(self.config)
-        model.load_state_dict(float32(self.state_dict))
-        return model.eval()
+        return with_weights(ClipModel(self.config), self.state_dict)
 
     def to_envelope(self) -> dict:
-        return {
-            "config": self.config.as_dict(),
-            "preprocess": self.preprocess.as_dict(),  # for readers of the file; loading takes the config's
-            "inference": {"prototypes": self.prototypes},
-            "metrics": self.metrics,
-            "train": self.train,
-            "extra": self.extra,
-        }
+        # the preprocessing is stored for readers of the file; loading takes the config's
+        inference = {"prototypes": self.prototypes}
+        return envelope_sections(
+            self.config, self.preprocess, inference, metrics=self.metrics, train=self.train, extra=self.extra
+        )
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> ClipCheckpoint:
@@ -380,9 +375,7 @@ class ClipCheckpoint:
             config=ClipConfig.from_dict(envelope["config"]),
             state_dict=envelope["state_dict"],
             prototypes=envelope["inference"].get("prototypes") or {},
-            metrics=envelope.get("metrics") or {},
-            train=envelope.get("train") or {},
-            extra=envelope.get("extra") or {},
+            **records(envelope),
         )
 
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from leukolens.io.common import LeukolensError
 from leukolens.models.backbones import SPECS, build_backbone
-from leukolens.models.checkpoint import float32, load_checkpoint, save_checkpoint
-from leukolens.models.preprocess import Preprocess, StainReference
+from leukolens.models.checkpoint import envelope_sections, load_checkpoint, records, save_checkpoint, with_weights
+from leukolens.models.preprocess import Preprocess, PreprocessFields, StainReference, stored_stain
 
 HEATMAP_PRIOR = 0.1  # initial heatmap probability, so the focal loss starts small (CenterNet's -2.19 bias)
 
@@ -224,7 +224,7 @@ def decode(
 
 # ------------------------------------------------------------------------------------------------------ checkpoint
 @dataclass
-class DetectorCheckpoint:
+class DetectorCheckpoint(PreprocessFields):
     """A detector and everything needed to use it: saved and loaded by :mod:`leukolens.models.checkpoint`."""
 
     kind: ClassVar[str] = "detector"
@@ -241,40 +241,22 @@ class DetectorCheckpoint:
     def classes(self) -> tuple[str, ...]:
         return self.config.classes
 
-    # The fields before the preprocessing record, as properties: callers read them.
-    @property
-    def input_size(self) -> int:
-        """The longer side of a field, in input pixels."""
-        return self.preprocess.input_size
-
-    @property
-    def mean(self) -> tuple[float, float, float]:
-        return self.preprocess.mean
-
-    @property
-    def std(self) -> tuple[float, float, float]:
-        return self.preprocess.std
-
+    # The fields before the preprocessing record, as properties (input_size: the longer side of a field; mean,
+    # std: from PreprocessFields)
     @property
     def stain(self) -> dict:
         """The stain reference applied to every field first, in its stored form (empty: none)."""
-        return self.preprocess.stain.as_dict() if self.preprocess.stain is not None else {}
+        return stored_stain(self.preprocess.stain) or {}
 
     def build(self) -> CenterNet:
         """The network with these weights, in eval mode."""
-        model = CenterNet(self.config, pretrained=False)
-        model.load_state_dict(float32(self.state_dict))
-        return model.eval()
+        return with_weights(CenterNet(self.config, pretrained=False), self.state_dict)
 
     def to_envelope(self) -> dict:
-        return {
-            "config": self.config.as_dict(),
-            "preprocess": self.preprocess.as_dict(),
-            "inference": {"score_threshold": self.score_threshold},
-            "metrics": self.metrics,
-            "train": self.train,
-            "extra": self.extra,
-        }
+        inference = {"score_threshold": self.score_threshold}
+        return envelope_sections(
+            self.config, self.preprocess, inference, metrics=self.metrics, train=self.train, extra=self.extra
+        )
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> DetectorCheckpoint:
@@ -283,9 +265,7 @@ class DetectorCheckpoint:
             state_dict=envelope["state_dict"],
             preprocess=Preprocess.from_dict(envelope["preprocess"]),
             score_threshold=float(envelope["inference"]["score_threshold"]),
-            metrics=envelope.get("metrics") or {},
-            train=envelope.get("train") or {},
-            extra=envelope.get("extra") or {},
+            **records(envelope),
         )
 
 

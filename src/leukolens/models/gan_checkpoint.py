@@ -19,7 +19,7 @@ import torch
 
 from leukolens.data.cells import CropConfig
 from leukolens.io.common import LeukolensError
-from leukolens.models.checkpoint import float32, load_checkpoint, save_checkpoint
+from leukolens.models.checkpoint import envelope_sections, load_checkpoint, save_checkpoint, with_weights
 from leukolens.models.gan import UNKNOWN_CODE, GanConfig, GanModels, Generator
 from leukolens.models.preprocess import Preprocess
 
@@ -50,19 +50,12 @@ class GanCheckpoint:
 
     def build(self) -> Generator:
         """The generator with these weights, in eval mode."""
-        generator = Generator(self.config)
-        generator.load_state_dict(float32(self.state_dict))
-        return generator.eval()
+        return with_weights(Generator(self.config), self.state_dict)
 
     def to_envelope(self) -> dict:
-        return {
-            "config": self.config.as_dict(),
-            "preprocess": self.preprocess.as_dict(),  # holds crop_mode and context
-            "inference": {"attribute_pool": self.attribute_pool},
-            "metrics": {},
-            "train": self.train,
-            "extra": {},
-        }
+        # the preprocessing holds crop_mode and context
+        inference = {"attribute_pool": self.attribute_pool}
+        return envelope_sections(self.config, self.preprocess, inference, metrics={}, train=self.train, extra={})
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> GanCheckpoint:
@@ -88,14 +81,7 @@ class GanTrainingState:
     extra: dict = field(default_factory=dict)  # optimisers, step, history
 
     def to_envelope(self) -> dict:
-        return {
-            "config": self.config.as_dict(),
-            "preprocess": None,
-            "inference": {},
-            "metrics": {},
-            "train": {},
-            "extra": self.extra,
-        }
+        return envelope_sections(self.config, None, {}, metrics={}, train={}, extra=self.extra)
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> GanTrainingState:

@@ -47,6 +47,11 @@ class StainReference:
         return normalizer_from_reference(self.as_dict())
 
 
+def stored_stain(reference: StainReference | None) -> dict | None:
+    """A stain reference in its stored form; None for none."""
+    return reference.as_dict() if reference is not None else None
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an image becomes a model input.
@@ -122,8 +127,8 @@ class Preprocess:
             "std": list(self.std),
             "resize": self.resize,
             "crop": asdict(self.crop) if self.crop is not None else None,
-            "stain": self.stain.as_dict() if self.stain is not None else None,
-            "training_stain": self.training_stain.as_dict() if self.training_stain is not None else None,
+            "stain": stored_stain(self.stain),
+            "training_stain": stored_stain(self.training_stain),
         }
 
     @classmethod
@@ -137,3 +142,25 @@ class Preprocess:
             stain=StainReference.from_dict(values.get("stain") or {}),
             training_stain=StainReference.from_dict(values.get("training_stain") or {}),
         )
+
+
+class PreprocessFields:
+    """The fields a checkpoint had before its preprocessing record, read from it (callers still read them).
+
+    A base of checkpoint dataclasses that hold a ``preprocess`` field; it adds no dataclass field.
+    """
+
+    preprocess: Preprocess
+
+    @property
+    def input_size(self) -> int:
+        """The side of the model's input (for a letterboxed field, its longer side), in input pixels."""
+        return self.preprocess.input_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.preprocess.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.preprocess.std
