@@ -8,12 +8,23 @@ classifier. The class head pools globally. Built from any attribute schema (WBCA
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from leukolens.models.backbones import SPECS, build_backbone
 from leukolens.records import AttributeSpec  # an attribute head's target; defined in records, re-exported here
+
+ConfigT = TypeVar("ConfigT")
+
+
+def config_from_dict(cls: type[ConfigT], values: dict) -> ConfigT:
+    """A network config (a dataclass with ``classes`` and ``attributes``) from its stored form (``asdict``)."""
+    values = dict(values)
+    values["classes"] = tuple(values["classes"])
+    values["attributes"] = tuple(AttributeSpec(a["name"], tuple(a["values"])) for a in values.get("attributes", ()))
+    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -31,10 +42,7 @@ class CellNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> CellNetConfig:
-        values = dict(values)
-        values["classes"] = tuple(values["classes"])
-        values["attributes"] = tuple(AttributeSpec(a["name"], tuple(a["values"])) for a in values.get("attributes", ()))
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 class AttentionPoolHead(nn.Module):

@@ -176,17 +176,17 @@ def with_weights(network: NetworkT, state_dict: dict[str, torch.Tensor]) -> Netw
     return network.eval()
 
 
-def envelope_sections(
-    config, preprocess: Preprocess | None, inference: dict, *, metrics: dict, train: dict, extra: dict
-) -> dict:
-    """What a checkpoint class's ``to_envelope`` returns: the envelope's sections but the header and the weights."""
+def envelope_sections(checkpoint: Checkpoint, inference: dict) -> dict:
+    """What a checkpoint class's ``to_envelope`` returns: the envelope's sections but the header and the weights,
+    from the checkpoint's ``config`` and, where it has them, ``preprocess``, ``metrics``, ``train`` and ``extra``."""
+    preprocess = getattr(checkpoint, "preprocess", None)
     return {
-        "config": config.as_dict(),
+        "config": checkpoint.config.as_dict(),
         "preprocess": preprocess.as_dict() if preprocess is not None else None,
         "inference": inference,
-        "metrics": metrics,
-        "train": train,
-        "extra": extra,
+        "metrics": getattr(checkpoint, "metrics", {}),
+        "train": getattr(checkpoint, "train", {}),
+        "extra": getattr(checkpoint, "extra", {}),
     }
 
 
@@ -300,10 +300,7 @@ class CellCheckpoint(PreprocessFields):
         return model.eval()
 
     def to_envelope(self) -> dict:
-        inference = {"schema": self.schema, "atypicality": self.atypicality}
-        return envelope_sections(
-            self.config, self.preprocess, inference, metrics=self.metrics, train=self.train, extra=self.extra
-        )
+        return envelope_sections(self, {"schema": self.schema, "atypicality": self.atypicality})
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> CellCheckpoint:

@@ -364,10 +364,7 @@ class ClipCheckpoint:
 
     def to_envelope(self) -> dict:
         # the preprocessing is stored for readers of the file; loading takes the config's
-        inference = {"prototypes": self.prototypes}
-        return envelope_sections(
-            self.config, self.preprocess, inference, metrics=self.metrics, train=self.train, extra=self.extra
-        )
+        return envelope_sections(self, {"prototypes": self.prototypes})
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> ClipCheckpoint:

@@ -253,10 +253,7 @@ class DetectorCheckpoint(PreprocessFields):
         return with_weights(CenterNet(self.config, pretrained=False), self.state_dict)
 
     def to_envelope(self) -> dict:
-        inference = {"score_threshold": self.score_threshold}
-        return envelope_sections(
-            self.config, self.preprocess, inference, metrics=self.metrics, train=self.train, extra=self.extra
-        )
+        return envelope_sections(self, {"score_threshold": self.score_threshold})
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> DetectorCheckpoint:

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import spectral_norm
 
+from leukolens.models.cellnet import config_from_dict
 from leukolens.records import AttributeSpec
 
 UNKNOWN_CODE = -100
@@ -47,10 +48,7 @@ class GanConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> GanConfig:
-        values = dict(values)
-        values["classes"] = tuple(values["classes"])
-        values["attributes"] = tuple(AttributeSpec(a["name"], tuple(a["values"])) for a in values.get("attributes", ()))
-        return cls(**values)
+        return config_from_dict(cls, values)
 
     @property
     def stages(self) -> int:

@@ -54,8 +54,7 @@ class GanCheckpoint:
 
     def to_envelope(self) -> dict:
         # the preprocessing holds crop_mode and context
-        inference = {"attribute_pool": self.attribute_pool}
-        return envelope_sections(self.config, self.preprocess, inference, metrics={}, train=self.train, extra={})
+        return envelope_sections(self, {"attribute_pool": self.attribute_pool})
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> GanCheckpoint:
@@ -81,7 +80,7 @@ class GanTrainingState:
     extra: dict = field(default_factory=dict)  # optimisers, step, history
 
     def to_envelope(self) -> dict:
-        return envelope_sections(self.config, None, {}, metrics={}, train={}, extra=self.extra)
+        return envelope_sections(self, {})
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> GanTrainingState:
