@@ -19,7 +19,7 @@ import numpy as np
 
 from leukolens.data.cells import cell_samples, load_crops
 from leukolens.data.stain import normalizer_from_reference
-from leukolens.eval.cells import evaluate_checkpoint, format_report, run_model
+from leukolens.eval.cells import evaluate_checkpoint, format_report, run_checkpoint
 from leukolens.eval.metrics import auroc
 from leukolens.io import ProblemLog, read_dataset
 from leukolens.models.atypicality import FEATURES, METHODS, fit_scorer, select_features
@@ -55,9 +55,7 @@ def _features(checkpoint, dataset, split, whole, stain=None):
         whole_image=whole,
     )
     crops = load_crops(samples, size=checkpoint.crop.input_size, context=checkpoint.crop.context, stain=stain)
-    output = run_model(
-        model, crops, input_size=checkpoint.crop.input_size, mean=checkpoint.mean, std=checkpoint.std, margin=1.0
-    )
+    output = run_checkpoint(model, checkpoint, crops, margin=1.0)
     names = [dataset.classes.names[s.label] for s in samples]
     return output, np.array(names)
 

@@ -19,6 +19,7 @@ from leukolens.eval.metrics import (
     macro_f1,
 )
 from leukolens.models.cellnet import AttributeSpec, CellNet
+from leukolens.models.checkpoint import CellCheckpoint
 
 
 @dataclass
@@ -69,6 +70,21 @@ def run_model(
         np.concatenate(logits) if logits else np.zeros((0, width)),
         np.concatenate(head_features) if head_features else np.zeros((len(crops), 0)),
         {name: np.concatenate(parts) for name, parts in attribute_logits.items() if parts},
+    )
+
+
+def run_checkpoint(
+    model: CellNet, checkpoint: CellCheckpoint, crops: np.ndarray, *, margin: float, batch_size: int = 64
+) -> CellPredictions:
+    """:func:`run_model` at the input size and normalisation ``checkpoint`` stores (the model built from it)."""
+    return run_model(
+        model,
+        crops,
+        input_size=checkpoint.crop.input_size,
+        mean=checkpoint.mean,
+        std=checkpoint.std,
+        margin=margin,
+        batch_size=batch_size,
     )
 
 
@@ -170,15 +186,7 @@ def evaluate_checkpoint(
         raise LeukolensError(f"{data}: no cells of the model's classes in split {split!r}")
     stain = checkpoint.preprocess.stain_normalizer()
     crops = load_crops(samples, size=checkpoint.crop.input_size, context=checkpoint.crop.context, stain=stain)
-    predictions = run_model(
-        model,
-        crops,
-        input_size=checkpoint.crop.input_size,
-        mean=checkpoint.mean,
-        std=checkpoint.std,
-        margin=1.0,
-        batch_size=batch_size,
-    )
+    predictions = run_checkpoint(model, checkpoint, crops, margin=1.0, batch_size=batch_size)
     report = {
         "checkpoint": str(path),
         "data": str(data),

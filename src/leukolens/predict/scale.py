@@ -213,28 +213,16 @@ def candidate_weight(diameters_found: np.ndarray, config: ScaleConfig) -> float:
     return min(len(diameters_found), config.max_weight_cells) * math.exp(-0.5 * off * off)
 
 
-def estimate_scale(
-    image: np.ndarray,
-    detect: DetectFn,
-    *,
-    classes: Sequence[str],
-    config: ScaleConfig | None = None,
-    microns_per_pixel: float | None = None,
-    red_cell_class: str = "RBC",
-) -> FieldScale:
-    """A field's scale, from its own red cells as the detector sees them (or ``microns_per_pixel`` when given).
+def estimate_scale(image: np.ndarray, detect: DetectFn, **options) -> FieldScale:
+    """A field's scale, from its own red cells as the detector sees them (or ``microns_per_pixel`` when given):
+    :func:`estimate_sample_scale` of the one field.
 
     Args:
         image: the field ``uint8 [h, w, 3]`` in native pixels.
         detect: the detector at the image's own pixels (see the module docstring).
-        classes: the detector's class names, by index.
-        microns_per_pixel: a user-given scale: no estimate is made.
-        red_cell_class: the class name of red cells among ``classes``.
+        options: the keyword arguments of :func:`estimate_sample_scale` (``classes`` required).
     """
-    return estimate_sample_scale(
-        [image], detect, classes=classes, config=config, microns_per_pixel=microns_per_pixel,
-        red_cell_class=red_cell_class,
-    )
+    return estimate_sample_scale([image], detect, **options)
 
 
 def estimate_sample_scale(
@@ -252,6 +240,13 @@ def estimate_sample_scale(
     adds nothing. Fields are taken in order while the best candidate rests on fewer than
     ``config.enough_red_cells`` red cells (``fields`` in the result says how many). One field:
     :func:`estimate_scale`. The fallback's factor is the first field's letterbox.
+
+    Args:
+        images: the fields ``uint8 [h, w, 3]`` in native pixels.
+        detect: the detector at the image's own pixels (see the module docstring).
+        classes: the detector's class names, by index.
+        microns_per_pixel: a user-given scale: no estimate is made.
+        red_cell_class: the class name of red cells among ``classes``.
 
     Raises:
         ValueError: no field.

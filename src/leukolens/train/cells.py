@@ -17,7 +17,7 @@ import torch
 
 from leukolens.data.augment import AugmentConfig, augment
 from leukolens.data.cells import CropConfig, cell_samples, image_context, load_crops, single_cell_images
-from leukolens.eval.cells import cell_metrics, run_model
+from leukolens.eval.cells import cell_metrics, run_checkpoint, run_model
 from leukolens.io import ProblemLog, read_dataset
 from leukolens.io.common import LeukolensError
 from leukolens.losses.cells import cell_loss
@@ -438,14 +438,7 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
         )
         if split == config.train_split:
             training_crops = crops
-        output = run_model(
-            model,
-            crops,
-            input_size=checkpoint.crop.input_size,
-            mean=checkpoint.mean,
-            std=checkpoint.std,
-            margin=checkpoint.crop.eval_margin,
-        )
+        output = run_checkpoint(model, checkpoint, crops, margin=checkpoint.crop.eval_margin)
         features[split] = (
             select_features(output.embeddings, output.attribute_features, config.atypicality_features),
             np.array([s.label for s in samples]),
