@@ -7,6 +7,7 @@ from pathlib import Path
 
 from leukolens.cli.common import (
     EXIT_PROBLEMS,
+    config_from_args,
     config_options,
     default,
     image_paths,
@@ -46,23 +47,11 @@ def cmd_train_cells(args: argparse.Namespace) -> int:
     from leukolens.train.cells import fit_atypicality, train_cells
 
     method, features = _atypicality_choice(args.atypicality)
-    config = TrainCellsConfig(
-        data=args.data,
-        extra_data=tuple(args.extra_data),
-        out=args.out,
-        backbone=args.backbone,
-        input_size=args.input_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        patience=args.patience,
-        max_minutes=args.max_minutes,
-        exclude=tuple(args.exclude),
+    config = config_from_args(
+        TrainCellsConfig,
+        args,
         balanced=not args.no_balanced,
-        stain=args.stain,
         augment=AUGMENT_PRESETS[args.augment],
-        freeze_norm=args.freeze_norm,
-        seed=args.seed,
         atypicality_method=method,
         atypicality_features=features,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from leukolens.cli.common import (
     EXIT_PROBLEMS,
+    config_from_args,
     config_options,
     default,
     image_paths,
@@ -25,20 +26,7 @@ from leukolens.train.clip import TrainClipConfig
 def cmd_train_clip(args: argparse.Namespace) -> int:
     from leukolens.train.clip import train_clip
 
-    config = TrainClipConfig(
-        data=args.data,
-        out=args.out,
-        image_tower=args.image_tower,
-        text_tower=args.text_tower,
-        sentences=args.sentences,
-        classes=tuple(args.classes),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        hold_out=tuple(args.hold_out),
-        max_minutes=args.max_minutes,
-        seed=args.seed,
-    )
+    config = config_from_args(TrainClipConfig, args)
     print(f"best checkpoint: {train_clip(config, resume=args.resume)}")
     return 0
 

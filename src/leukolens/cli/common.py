@@ -9,6 +9,7 @@ import json
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm import tqdm
 
@@ -18,6 +19,7 @@ from leukolens.records import Dataset
 
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
+ConfigT = TypeVar("ConfigT")
 
 
 def default(config: type, name: str):
@@ -28,6 +30,18 @@ def default(config: type, name: str):
             value = f.default_factory() if f.default is dataclasses.MISSING else f.default
             return list(value) if isinstance(value, tuple) else value
     raise AttributeError(f"{config.__name__} has no field {name!r}")
+
+
+def config_from_args(config: type[ConfigT], args: argparse.Namespace, **values) -> ConfigT:
+    """The dataclass ``config`` built from the parsed options: each field from the option of the same name (a list
+    becomes a tuple), ``values`` for the others (options named or read otherwise); a field without either keeps its
+    default."""
+    given = vars(args)
+    for f in dataclasses.fields(config):
+        if f.name not in values and f.name in given:
+            value = given[f.name]
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return config(**values)
 
 
 def config_options(parser: argparse.ArgumentParser, config: type):

@@ -10,6 +10,7 @@ import sys
 from leukolens.cli.cells import BACKBONES, MATCH_STAIN_HELP, STAIN_METHODS, preset_name
 from leukolens.cli.common import (
     EXIT_PROBLEMS,
+    config_from_args,
     config_options,
     default,
     json_argument,
@@ -27,28 +28,10 @@ from leukolens.train.detector import TrainDetectorConfig
 def cmd_train_detector(args: argparse.Namespace) -> int:
     from leukolens.train.detector import train_detector
 
-    config = TrainDetectorConfig(
-        data=args.data,
-        extra_data=tuple(args.extra_data),
-        extra_classes=tuple(args.extra_classes),
-        match_scale=args.match_scale,
-        out=args.out,
-        backbone=args.backbone,
-        input_size=args.input_size,
-        stride=args.stride,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_minutes=args.max_minutes,
-        seed=args.seed,
-        threads=args.threads,
+    config = config_from_args(
+        TrainDetectorConfig,
+        args,
         augment=dataclasses.replace(FIELD_AUGMENT_PRESETS[args.augment], window=args.window),
-        classes=tuple(args.classes),
-        sources=tuple(args.sources),
-        domain_key=args.domain_key,
-        annotated_fraction=args.annotated_fraction,
-        sparse_mode=args.sparse_mode,
         pseudo=PseudoLabelConfig(
             threshold=args.pseudo_threshold,
             weight=args.pseudo_weight,
@@ -56,7 +39,6 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
             max_entropy=args.pseudo_max_entropy,
             min_prototype_similarity=args.pseudo_prototype_similarity,
         ),
-        stain_norm=args.stain_norm,
     )
     best = train_detector(config, resume=args.resume)
     print(f"best checkpoint: {best}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from leukolens.cli.common import config_options, json_argument, print_report, progress
+from leukolens.cli.common import config_from_args, config_options, json_argument, print_report, progress
 from leukolens.train.balance import BalanceConfig
 from leukolens.train.gan import TrainGanConfig
 
@@ -13,28 +13,13 @@ from leukolens.train.gan import TrainGanConfig
 def cmd_train_gan(args: argparse.Namespace) -> int:
     from leukolens.train.gan import train_gan
 
-    config = TrainGanConfig(
-        data=args.data,
-        out=args.out,
+    config = config_from_args(
+        TrainGanConfig,
+        args,
         image_size=args.size,
-        crop=args.crop,
-        context=args.context,
         attributes=not args.no_attributes,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        max_minutes=args.max_minutes,
         g_channels=args.channels,
         d_channels=args.channels,
-        class_power=args.class_power,
-        aux_weight=args.aux_weight,
-        mode_seeking=args.mode_seeking,
-        lr_generator=args.lr_generator,
-        lr_discriminator=args.lr_discriminator,
-        rare=tuple(args.rare),
-        keep=args.keep,
-        reduction_seed=args.reduction_seed,
-        threads=args.threads,
-        seed=args.seed,
     )
     path = train_gan(config, resume=args.resume)
     print(f"generator: {path}")
@@ -73,21 +58,7 @@ def cmd_eval_gan(args: argparse.Namespace) -> int:
 def cmd_balance(args: argparse.Namespace) -> int:
     from leukolens.train.balance import format_balance, run_balance
 
-    config = BalanceConfig(
-        data=args.data,
-        rare=tuple(args.rare),
-        gan=args.gan,
-        keep=args.keep,
-        reduction_seed=args.reduction_seed,
-        seeds=tuple(args.seeds),
-        arms=tuple(args.arms),
-        mode=args.mode,
-        input_size=args.input_size,
-        epochs=args.epochs,
-        views=args.views,
-        generated_per_class=args.generated_per_class,
-        threads=args.threads,
-    )
+    config = config_from_args(BalanceConfig, args)
     report = run_balance(config)
     return print_report(format_balance(report), report, args.json)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from leukolens.cli.common import default, progress
+from leukolens.cli.common import config_from_args, default, progress
 from leukolens.synth import SynthConfig
 
 
@@ -16,16 +16,8 @@ def _names(text: str) -> tuple[str, ...]:
 def cmd_synth(args: argparse.Namespace) -> int:
     from leukolens.synth import write_synthetic
 
-    config = SynthConfig(
-        patients=args.patients,
-        fields_per_patient=args.fields_per_patient,
-        size=args.size,
-        seed=args.seed,
-        annotated_fraction=args.annotated_fraction,
-        diagnoses=_names(args.diagnoses),
-        domains=_names(args.domains),
-        stains=_names(args.stains),
-        label_noise=args.label_noise,
+    config = config_from_args(
+        SynthConfig, args, diagnoses=_names(args.diagnoses), domains=_names(args.domains), stains=_names(args.stains)
     )
     report = write_synthetic(
         config,
