@@ -25,3 +25,22 @@ def make_image(path: Path, size: tuple[int, int] = (64, 48), colour=(200, 120, 1
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, colour).save(path)
     return path
+
+
+LAB_CELL_COLOURS = {"Lymphocyte": (150, 40, 160), "Basophil": (40, 40, 120), "Monocyte": (120, 150, 200)}
+
+
+def lab_cells_folder(root: Path, counts: dict[str, int]) -> Path:
+    """A folder per class of 48 x 48 cells: a flat disc of the class's colour on a pink background (a lab's cells)."""
+    import numpy as np
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(0)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image = Image.new("RGB", (48, 48), (230, 200, 200))
+            r = int(rng.integers(10, 16))
+            ImageDraw.Draw(image).ellipse((24 - r, 24 - r, 24 + r, 24 + r), fill=LAB_CELL_COLOURS[name])
+            image.save(root / name / f"{name}-{i}.png")
+    return root

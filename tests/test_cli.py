@@ -15,7 +15,7 @@ from leukolens.cli.demo import sample_path
 from leukolens.io import read_dataset
 from leukolens.io.common import atomic_write_text
 from leukolens.records import differences
-from tests.conftest import make_image
+from tests.conftest import lab_cells_folder, make_image
 
 
 def test_info_reports_the_published_counts(shared_data, tmp_path, capsys):
@@ -179,22 +179,6 @@ def test_train_cells_takes_more_microscopes_robust_augmentation_and_frozen_stati
 
 
 # ------------------------------------------------------------------------------------------------------ calibrate
-def _lab_cells(root: Path, counts: dict[str, int]) -> Path:
-    """A folder per class of 48 x 48 cells: a flat disc of the class's colour on a pink background."""
-    from PIL import ImageDraw
-
-    colours = {"Lymphocyte": (150, 40, 160), "Basophil": (40, 40, 120), "Monocyte": (120, 150, 200)}
-    rng = np.random.default_rng(0)
-    for name, count in counts.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            image = Image.new("RGB", (48, 48), (230, 200, 200))
-            r = int(rng.integers(10, 16))
-            ImageDraw.Draw(image).ellipse((24 - r, 24 - r, 24 + r, 24 + r), fill=colours[name])
-            image.save(root / name / f"{name}-{i}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def tiny_cell_model(tmp_path_factory) -> Path:
     from leukolens.data.cells import CropConfig
@@ -210,7 +194,7 @@ def tiny_cell_model(tmp_path_factory) -> Path:
 def test_calibrate_writes_a_checkpoint_for_the_lab(tiny_cell_model, tmp_path, capsys):
     from leukolens.models.checkpoint import load_checkpoint
 
-    cells = _lab_cells(tmp_path / "lab", {"Lymphocyte": 6, "Basophil": 6, "Monocyte": 6})
+    cells = lab_cells_folder(tmp_path / "lab", {"Lymphocyte": 6, "Basophil": 6, "Monocyte": 6})
     out = tmp_path / "my-model.pt"
     assert main(["calibrate", "--cells", str(cells), "--out", str(out), "--checkpoint", str(tiny_cell_model)]) == 0
     printed = capsys.readouterr().out
@@ -222,14 +206,14 @@ def test_calibrate_writes_a_checkpoint_for_the_lab(tiny_cell_model, tmp_path, ca
 
 
 def test_calibrate_refuses_too_few_cells_and_unreadable_images_in_one_line(tiny_cell_model, tmp_path, capsys):
-    few = _lab_cells(tmp_path / "few", {"Lymphocyte": 6, "Basophil": 4})
+    few = lab_cells_folder(tmp_path / "few", {"Lymphocyte": 6, "Basophil": 4})
     argv = ["calibrate", "--out", str(tmp_path / "out.pt"), "--checkpoint", str(tiny_cell_model)]
     assert main([*argv, "--cells", str(few)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("leukolens: error: too few calibration cells for Basophil (4)") and "\n" not in err
     assert main([*argv, "--cells", str(few), "--min-cells", "4"]) == 0  # the refusal follows --min-cells
     capsys.readouterr()
-    bad = _lab_cells(tmp_path / "bad", {"Lymphocyte": 5, "Basophil": 5})
+    bad = lab_cells_folder(tmp_path / "bad", {"Lymphocyte": 5, "Basophil": 5})
     (bad / "Basophil" / "Basophil-0.png").write_bytes(b"not an image")
     assert main([*argv, "--cells", str(bad)]) == 2
     err = capsys.readouterr().err.strip()

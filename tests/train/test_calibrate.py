@@ -1,9 +1,7 @@
 """Calibrating a cell model to a lab's microscope: refusals, a class learnt, a checkpoint that loads and predicts."""
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 from leukolens.data.cells import CropConfig
 from leukolens.errors import LeukolensError
@@ -11,20 +9,7 @@ from leukolens.eval.domains import evaluate_cells
 from leukolens.models.cellnet import CellNet, CellNetConfig
 from leukolens.models.checkpoint import from_model, load_checkpoint, save_checkpoint
 from leukolens.train.calibrate import CalibrateConfig, calibrate, lab_cells
-
-COLOURS = {"Lymphocyte": (150, 40, 160), "Basophil": (40, 40, 120), "Monocyte": (120, 150, 200)}
-
-
-def _cells(root, counts):
-    rng = np.random.default_rng(0)
-    for name, count in counts.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            image = Image.new("RGB", (48, 48), (230, 200, 200))
-            r = int(rng.integers(10, 16))
-            ImageDraw.Draw(image).ellipse((24 - r, 24 - r, 24 + r, 24 + r), fill=COLOURS[name])
-            image.save(root / name / f"{name}-{i}.png")
-    return root
+from tests.conftest import lab_cells_folder
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +20,7 @@ def base():
 
 
 def test_calibrate_learns_a_new_class_and_round_trips(base, tmp_path):
-    root = _cells(tmp_path / "lab", {"Lymphocyte": 8, "Basophil": 8, "Monocyte": 8})
+    root = lab_cells_folder(tmp_path / "lab", {"Lymphocyte": 8, "Basophil": 8, "Monocyte": 8})
     samples, names = lab_cells(root, base.config.classes)
     calibrated, report = calibrate(base, samples, names, CalibrateConfig(steps=150))
     assert report.new_classes == ("Monocyte",) and report.cells == {"Lymphocyte": 8, "Basophil": 8, "Monocyte": 8}
@@ -50,11 +35,11 @@ def test_calibrate_learns_a_new_class_and_round_trips(base, tmp_path):
 
 
 def test_calibrate_refuses_too_few_cells_and_unreadable_images(base, tmp_path):
-    root = _cells(tmp_path / "few", {"Lymphocyte": 6, "Basophil": 4})
+    root = lab_cells_folder(tmp_path / "few", {"Lymphocyte": 6, "Basophil": 4})
     samples, names = lab_cells(root, base.config.classes)
     with pytest.raises(LeukolensError, match=r"Basophil \(4\).*at least 5"):
         calibrate(base, samples, names)
-    root = _cells(tmp_path / "bad", {"Lymphocyte": 5, "Basophil": 5})
+    root = lab_cells_folder(tmp_path / "bad", {"Lymphocyte": 5, "Basophil": 5})
     (root / "Basophil" / "Basophil-0.png").write_bytes(b"not an image")
     with pytest.raises(LeukolensError, match="problem|cannot be read"):
         samples, names = lab_cells(root, base.config.classes)
