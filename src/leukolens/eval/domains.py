@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from leukolens.data.cells import CellSample, load_crops
-from leukolens.eval.cells import CellPredictions, run_model
+from leukolens.eval.cells import CellPredictions, run_checkpoint
 
 
 def evaluate_cells(
@@ -38,8 +38,7 @@ def evaluate_cells(
     stain = checkpoint.preprocess.stain_normalizer()
     crops = load_crops(samples, size=crop.input_size, context=crop.context, stain=stain, cache_dir=cache_dir)
     if groups is None:
-        output = run_model(model, crops, input_size=crop.input_size, mean=checkpoint.mean, std=checkpoint.std,
-                           margin=1.0)
+        output = run_checkpoint(model, checkpoint, crops, margin=1.0)
     else:
         output = _adapted_outputs(checkpoint, crops, groups)
     classes = checkpoint.config.classes
@@ -74,8 +73,7 @@ def _adapted_outputs(checkpoint, crops: np.ndarray, groups: list[str]) -> CellPr
         index = np.array([i for i, g in enumerate(groups) if g == group])
         model = checkpoint.build()
         adapt_norm(model, to_input(torch.from_numpy(crops[index]), crop.input_size, checkpoint.mean, checkpoint.std))
-        parts.append(run_model(model, crops[index], input_size=crop.input_size, mean=checkpoint.mean,
-                               std=checkpoint.std, margin=1.0))
+        parts.append(run_checkpoint(model, checkpoint, crops[index], margin=1.0))
         order.append(index)
     inverse = np.argsort(np.concatenate(order))
     joined = {}
