@@ -10,16 +10,13 @@ prototypes), the latest as ``last.pt`` with the optimiser state for ``--resume``
 
 from __future__ import annotations
 
-import math
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from leukolens.data.captions import (
     SENTENCE_MODES,
@@ -54,37 +51,59 @@ from leukolens.models.clip import (
     save_clip,
     text_inputs,
 )
+from leukolens.train.loop import Batches, optimisation_step, progress, warmup_cosine
 from leukolens.train.resume import restore_run
 
 
 @dataclass
-class TrainClipConfig:
+class ClipDataConfig:
+    """What an image-text model learns from: the data set, its classes and splits, and how cells get sentences."""
+
     data: str
-    out: str = "out/clip"
-    image_tower: str = "cellnet"  # cellnet (the shipped cell model, frozen) or imagenet (plain backbone, frozen)
-    cell_model: str = SHIPPED_CELL_MODEL
-    text_tower: str = "minilm"  # minilm (frozen sentence encoder + MLP) or transformer (small, trained)
     sentences: str = "composed"  # composed, fixed (one per class) or diagnosis (one per slide diagnosis)
     classes: tuple[str, ...] = ()  # default: every class of the data set
-    embed_dim: int = 256
-    hidden: int = 512
-    dropout: float = 0.1
-    epochs: int = 60
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.05
     sentences_per_cell: int = 6
     class_probability: float = 0.5  # chance that a partial sentence names the class
     hold_out: tuple[str, ...] = ()  # combinations kept out of training, "Class|attribute=value|attribute=value"
     train_split: str = "train"
     val_split: str = "val"
     cache_dir: str = ".cache/leukolens"
+
+
+@dataclass
+class ClipModelConfig:
+    """The two towers and the trained projections (the parts of :class:`~leukolens.models.clip.ClipConfig` that a
+    run chooses; the rest comes from the data)."""
+
+    image_tower: str = "cellnet"  # cellnet (the shipped cell model, frozen) or imagenet (plain backbone, frozen)
+    cell_model: str = SHIPPED_CELL_MODEL
+    text_tower: str = "minilm"  # minilm (frozen sentence encoder + MLP) or transformer (small, trained)
+    embed_dim: int = 256
+    hidden: int = 512
+    dropout: float = 0.1
+
+
+@dataclass
+class ClipOptimConfig:
+    """How long and how fast the projections train."""
+
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.05
     max_minutes: float = 0.0
     seed: int = 0
 
 
-def _progress(description: str):
-    return lambda iterable: tqdm(iterable, desc=description, leave=False, disable=None, file=sys.stderr)
+@dataclass
+class TrainClipConfig(ClipOptimConfig, ClipModelConfig, ClipDataConfig):
+    """An image-text training run: its data, model and optimisation parts, and where checkpoints go.
+
+    One flat constructor (``TrainClipConfig(data=..., epochs=...)``) over the three parts. The loop reads none of
+    them: :func:`clip_batches` takes the batch size, and :func:`train_one_epoch` its batches and optimiser.
+    """
+
+    out: str = "out/clip"
 
 
 @dataclass
@@ -116,7 +135,7 @@ def _prepare(config: TrainClipConfig, log: Callable[[str], None]):
         if not len(cells):
             raise LeukolensError(f"{config.data}: no cells of {classes} in the {split!r} split")
         features = cached_features(
-            tower, cells, cache_dir=Path(config.cache_dir), progress=_progress(f"image features ({name})")
+            tower, cells, cache_dir=Path(config.cache_dir), progress=progress(f"image features ({name})")
         )
         held = np.zeros(len(cells), dtype=bool)
         if combinations:
@@ -155,6 +174,68 @@ def _validate(model, encoder, split: _Split, *, config, schema, prototype_classe
         "score": score,
         "prototypes": prototypes,
     }
+
+
+@dataclass
+class ClipBatch:
+    images: torch.Tensor  # [batch, image features] from the frozen image tower
+    texts: torch.Tensor  # [sentences, 384] MiniLM embeddings or [sentences, tokens] token ids
+    positive: torch.Tensor  # [batch, sentences] True where a sentence describes a cell
+
+
+def _steps_per_epoch(cells: int, batch_size: int) -> int:
+    return max(1, cells // batch_size)
+
+
+def clip_batches(
+    features: torch.Tensor,
+    texts: torch.Tensor,
+    pool: SentencePool,
+    cell_codes: np.ndarray,
+    sentence_codes: np.ndarray,
+    *,
+    batch_size: int,
+    rng: np.random.Generator,
+) -> Batches[ClipBatch]:
+    """An epoch of batches of the training cells (``features`` ``[cells, image features]``), shuffled with ``rng``;
+    each cell gets one of its sentences in ``pool`` (drawn with ``rng``), and a sentence drawn twice is one column,
+    not its own negative. A last partial batch is dropped, unless it is the only one."""
+    cells = len(cell_codes)
+    steps = _steps_per_epoch(cells, batch_size)
+
+    def make():
+        order = rng.permutation(cells)
+        for step in range(steps):
+            chosen_cells = order[step * batch_size : (step + 1) * batch_size]
+            chosen = np.array([pool.of_cell[i][rng.integers(len(pool.of_cell[i]))] for i in chosen_cells])
+            sentences = np.unique(chosen)
+            positive = positive_matrix(cell_codes[chosen_cells], sentence_codes[sentences])  # [batch, sentences]
+            yield ClipBatch(features[chosen_cells], texts[sentences], torch.from_numpy(positive))
+
+    return Batches(steps, make)
+
+
+def train_one_epoch(
+    model: ClipModel,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[ClipBatch],
+    epoch: int,
+    *,
+    scheduler,
+) -> dict[str, float]:
+    """One pass over ``batches`` (epoch ``epoch``, 0-based), one step each; returns the mean of each loss part."""
+    model.train()
+    steps = len(batches)
+    totals = {"total": 0.0, "image_to_text": 0.0, "text_to_image": 0.0}
+    for batch in batches:
+        parts = contrastive_loss(
+            model.encode_image(batch.images), model.encode_text(batch.texts), batch.positive, model.logit_scale
+        )
+        optimisation_step(optimizer, scheduler, parts["total"])
+        model.clamp_scale()
+        for name in totals:  # each step adds its share: the sums of the recorded histories, bit for bit
+            totals[name] += parts[name].item() / steps
+    return totals
 
 
 def train_clip(config: TrainClipConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> Path:
@@ -225,15 +306,8 @@ def train_clip(config: TrainClipConfig, *, resume: bool = False, log: Callable[[
 
     model = ClipModel(model_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, len(contents) // config.batch_size)
-    total = steps_per_epoch * config.epochs
-    warmup = min(50, total // 10)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
+    steps_per_epoch = _steps_per_epoch(len(contents), config.batch_size)
+    schedule, _ = warmup_cosine(steps_per_epoch * config.epochs, max_warmup=50)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start_epoch, best_score, history, spent = 0, -1.0, [], 0.0
     if resume and (out / "last.pt").is_file():
@@ -244,28 +318,8 @@ def train_clip(config: TrainClipConfig, *, resume: bool = False, log: Callable[[
         log(f"resuming after epoch {start_epoch} (best score so far {best_score:.4f})")
     clock = time.time() - 60 * spent
     for epoch in range(start_epoch, config.epochs):
-        model.train()
-        order = rng.permutation(len(contents))
-        totals = {"total": 0.0, "image_to_text": 0.0, "text_to_image": 0.0}
-        steps = range(steps_per_epoch)
-        for step in _progress(f"epoch {epoch + 1}")(steps):
-            cells = order[step * config.batch_size : (step + 1) * config.batch_size]
-            chosen = np.array([pool.of_cell[i][rng.integers(len(pool.of_cell[i]))] for i in cells])
-            sentences = np.unique(chosen)  # a sentence drawn twice is one column, not its own negative
-            positive = torch.from_numpy(positive_matrix(cell_codes[cells], sentence_codes[sentences]))
-            parts = contrastive_loss(
-                model.encode_image(features[cells]),
-                model.encode_text(texts[sentences]),
-                positive,
-                model.logit_scale,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            parts["total"].backward()
-            optimizer.step()
-            scheduler.step()
-            model.clamp_scale()
-            for name in totals:
-                totals[name] += parts[name].item() / steps_per_epoch
+        batches = clip_batches(features, texts, pool, cell_codes, sentence_codes, batch_size=config.batch_size, rng=rng)
+        totals = train_one_epoch(model, optimizer, progress(f"epoch {epoch + 1}")(batches), epoch, scheduler=scheduler)
         validation = _validate(
             model, encoder, val, config=config, schema=schema, prototype_classes=prototype_classes
         )

@@ -58,11 +58,13 @@ def train_mode(model: torch.nn.Module) -> None:
         module.eval()
 
 
-def warmup_cosine(total_steps: int, *, floor: float = 0.0) -> tuple[Callable[[int], float], list[int]]:
-    """A learning-rate factor: linear warm-up over ``min(100, total_steps // 10)`` steps, then cosine decay from 1
-    to ``floor`` at the horizon. Returns the factor and the horizon ``[steps]``, which a time budget shortens so
-    that the decay still ends."""
-    warmup = min(100, total_steps // 10)
+def warmup_cosine(
+    total_steps: int, *, floor: float = 0.0, max_warmup: int = 100
+) -> tuple[Callable[[int], float], list[int]]:
+    """A learning-rate factor: linear warm-up over ``min(max_warmup, total_steps // 10)`` steps, then cosine decay
+    from 1 to ``floor`` at the horizon. Returns the factor and the horizon ``[steps]``, which a time budget shortens
+    so that the decay still ends."""
+    warmup = min(max_warmup, total_steps // 10)
     horizon = [total_steps]
 
     def factor(step: int) -> float:
