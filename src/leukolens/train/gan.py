@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,16 +43,40 @@ from leukolens.models.gan_checkpoint import (
     save_gan,
     save_training_state,
 )
+from leukolens.train.loop import past, progress
 
 
 @dataclass
-class TrainGanConfig:
+class GanDataConfig:
+    """The cells a GAN learns from: the data set, how cells are cut, which conditions, how classes are drawn."""
+
     data: str
-    out: str = "out/gan"
-    image_size: int = 64
     crop: str = "auto"  # image (whole single-cell images), box (windows around boxes), auto
     context: float = 2.0  # window around a box, as a multiple of its longer side (box crops)
     attributes: bool = True  # condition on the data set's attributes when it has them
+    class_power: float = 0.75  # 0: cells drawn uniformly, 1: classes equally often (see class_sampling_weights)
+    rare: tuple[str, ...] = ()  # classes reduced to ``keep`` of their training cells (the rare-class protocol)
+    keep: float = 1.0
+    reduction_seed: int = 0
+    train_split: str = "train"
+    cache_dir: str = ".cache/leukolens"
+
+
+@dataclass
+class GanModelConfig:
+    """The two networks (with the data's classes and attributes they make a :class:`GanConfig`)."""
+
+    image_size: int = 64
+    latent_dim: int = 96
+    condition_dim: int = 96
+    g_channels: int = 16
+    d_channels: int = 16
+
+
+@dataclass
+class GanOptimConfig:
+    """How long and how fast the GAN trains, and what its losses weigh."""
+
     batch_size: int = 32
     steps: int = 0  # stop after this many steps (0: only the time budget stops it)
     max_minutes: float = 30.0  # time budget (0: none; then ``steps`` must be set)
@@ -60,22 +84,23 @@ class TrainGanConfig:
     lr_discriminator: float = 4e-4
     betas: tuple[float, float] = (0.0, 0.99)
     ema_decay: float = 0.999
-    class_power: float = 0.75  # 0: cells drawn uniformly, 1: classes equally often (see class_sampling_weights)
     policy: tuple[str, ...] = ("color", "translation", "cutout", "dihedral")
     aux_weight: float = 0.5  # AC-GAN class and attribute loss beside the hinge loss (0: the projection alone)
     mode_seeking: float = 1.0  # MSGAN term against cells of one condition all alike (0: off)
-    latent_dim: int = 96
-    condition_dim: int = 96
-    g_channels: int = 16
-    d_channels: int = 16
-    rare: tuple[str, ...] = ()  # classes reduced to ``keep`` of their training cells (the rare-class protocol)
-    keep: float = 1.0
-    reduction_seed: int = 0
-    train_split: str = "train"
-    cache_dir: str = ".cache/leukolens"
+    seed: int = 0
+
+
+@dataclass
+class TrainGanConfig(GanOptimConfig, GanModelConfig, GanDataConfig):
+    """A GAN training run: its data, model and optimisation parts, where checkpoints go and how often.
+
+    One flat constructor (``TrainGanConfig(data=..., steps=...)``) over the three parts; each function below takes
+    the part it reads (:func:`gan_model_config` the model part, :func:`train_step` the optimisation part).
+    """
+
+    out: str = "out/gan"
     checkpoint_minutes: float = 3.0
     threads: int = 0  # torch threads (0: leave torch's default)
-    seed: int = 0
 
 
 @dataclass
@@ -111,18 +136,39 @@ def to_gan_input(crops: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
+@dataclass
+class GanBatch:
+    real: torch.Tensor  # [batch, 3, size, size] in [-1, 1]
+    labels: torch.Tensor  # [batch] class indices
+    attributes: torch.Tensor | None  # [batch, attributes] value codes, IGNORE where unknown; None: unconditioned
+
+
+def gan_batches(data: GanData, config: TrainGanConfig, *, rng: np.random.Generator) -> Iterator[GanBatch]:
+    """Endless batches of the real crops, drawn with replacement with ``rng``, each class weighted by
+    ``class_power`` (:func:`class_sampling_weights`)."""
+    weights = class_sampling_weights(data.labels, config.class_power)
+    while True:
+        index = rng.choice(len(data.labels), size=config.batch_size, replace=True, p=weights)
+        yield GanBatch(
+            to_gan_input(data.crops[index]),
+            torch.from_numpy(data.labels[index]),
+            torch.from_numpy(data.attributes[index]) if data.attribute_specs else None,
+        )
+
+
 def train_step(
     models: GanModels,
     optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
-    real: torch.Tensor,
-    labels: torch.Tensor,
-    attributes: torch.Tensor | None,
-    config: TrainGanConfig,
-    generator: torch.Generator,
+    batch: GanBatch,
     step: int,
+    *,
+    config: GanOptimConfig,
+    generator: torch.Generator,
 ) -> dict[str, float]:
-    """One discriminator update and one generator update on a batch of real crops; returns the loss parts."""
+    """One discriminator update and one generator update on a batch of real crops (step ``step``, 0-based);
+    returns the loss parts."""
     g_optimizer, d_optimizer = optimizers
+    real, labels, attributes = batch.real, batch.labels, batch.attributes
     batch = len(real)
     latent_dim = models.config.latent_dim
     with torch.no_grad():
@@ -181,6 +227,78 @@ def train_step(
     }
 
 
+class RunningLosses:
+    """Running averages (factor 0.98) of the loss parts of each step: on the progress bar every 50 steps, into
+    ``history`` and the log every 200."""
+
+    def __init__(self, bar: tqdm, history: list[dict], *, started: float, log: Callable[[str], None]):
+        self.bar, self.history, self.started, self.log, self.values = bar, history, started, log, {}
+
+    def add(self, step: int, parts: dict[str, float]) -> None:
+        for name, value in parts.items():
+            self.values[name] = 0.98 * self.values.get(name, value) + 0.02 * value
+        self.bar.update(1)
+        if step % 50 == 0:
+            self.bar.set_postfix({k: f"{v:.2f}" for k, v in self.values.items() if k in ("d_real", "d_fake", "g")})
+        if step % 200 == 0:
+            minutes = (time.time() - self.started) / 60
+            rounded = {k: round(v, 4) for k, v in self.values.items()}
+            self.history.append({"step": step, "minutes": round(minutes, 2), **rounded})
+            self.log(f"step {step} ({minutes:.1f} min): " + ", ".join(f"{k} {v:.3f}" for k, v in self.values.items()))
+
+
+def finished(step: int, config: GanOptimConfig, deadline: float | None) -> bool:
+    """Whether the step limit or the time budget (``deadline``) has ended training."""
+    return bool(config.steps and step >= config.steps) or past(deadline)
+
+
+def train_one_epoch(
+    models: GanModels,
+    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    batches: Iterator[GanBatch],
+    step: int,
+    *,
+    config: GanOptimConfig,
+    generator: torch.Generator,
+    losses: RunningLosses,
+    deadline: float | None,
+    checkpoint_at: float,
+) -> int:
+    """The GAN's epoch: steps on ``batches`` from step ``step`` until a checkpoint is due (time ``checkpoint_at``)
+    or training is :func:`finished`; returns the step reached. A GAN has no passes over its data, so the stretch
+    between two checkpoints stands in for one."""
+    models.generator.train()
+    models.discriminator.train()
+    while not finished(step, config, deadline):
+        parts = train_step(models, optimizers, next(batches), step, config=config, generator=generator)
+        step += 1
+        losses.add(step, parts)
+        if time.time() > checkpoint_at:
+            break
+    return step
+
+
+def gan_model_config(config: GanModelConfig, data: GanData) -> GanConfig:
+    """The networks of ``config`` for the classes and attributes of ``data``."""
+    return GanConfig(
+        data.classes,
+        data.attribute_specs,
+        image_size=config.image_size,
+        latent_dim=config.latent_dim,
+        condition_dim=config.condition_dim,
+        g_channels=config.g_channels,
+        d_channels=config.d_channels,
+    )
+
+
+def gan_optimizers(models: GanModels, config: GanOptimConfig) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam for the generator and for the discriminator, each at its own learning rate."""
+    return (
+        torch.optim.Adam(models.generator.parameters(), lr=config.lr_generator, betas=config.betas),
+        torch.optim.Adam(models.discriminator.parameters(), lr=config.lr_discriminator, betas=config.betas),
+    )
+
+
 def train_gan(config: TrainGanConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> Path:
     """Train a conditional GAN; returns the path of ``generator.pt`` (the EMA generator)."""
     if not config.steps and not config.max_minutes:
@@ -189,7 +307,7 @@ def train_gan(config: TrainGanConfig, *, resume: bool = False, log: Callable[[st
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     out = Path(config.out)
-    data = load_gan_data(config, progress=_progress("caching crops"))
+    data = load_gan_data(config, progress=progress("caching crops"))
     counts = np.bincount(data.labels, minlength=len(data.classes))
     log(
         f"training on {len(data.labels):,} cells at {config.image_size} px: "
@@ -199,18 +317,9 @@ def train_gan(config: TrainGanConfig, *, resume: bool = False, log: Callable[[st
     if (counts == 0).any():
         missing = [c for c, n in zip(data.classes, counts) if n == 0]
         log(f"note: no training cells of {', '.join(missing)}: the GAN cannot learn them")
-    gan_config = GanConfig(
-        data.classes,
-        data.attribute_specs,
-        image_size=config.image_size,
-        latent_dim=config.latent_dim,
-        condition_dim=config.condition_dim,
-        g_channels=config.g_channels,
-        d_channels=config.d_channels,
-    )
+    gan_config = gan_model_config(config, data)
     models = GanModels(gan_config)
-    g_optimizer = torch.optim.Adam(models.generator.parameters(), lr=config.lr_generator, betas=config.betas)
-    d_optimizer = torch.optim.Adam(models.discriminator.parameters(), lr=config.lr_discriminator, betas=config.betas)
+    g_optimizer, d_optimizer = gan_optimizers(models, config)
     step, minutes_before, history = 0, 0.0, []
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -225,14 +334,14 @@ def train_gan(config: TrainGanConfig, *, resume: bool = False, log: Callable[[st
         rng = np.random.default_rng(config.seed + step)
         generator = torch.Generator().manual_seed(config.seed + step)
         log(f"resuming after step {step} ({minutes_before:.1f} minutes so far)")
-    weights = class_sampling_weights(data.labels, config.class_power)
     pool = attribute_pool(data.labels, data.attributes, len(data.classes))
     record = {**asdict(config), "cells": int(len(data.labels)), "class_counts": counts.tolist(),
               "selection_digest": data.digest}
     started = time.time() - 60 * minutes_before
-    last_save = time.time()
+    deadline = started + 60 * config.max_minutes if config.max_minutes else None
     bar = tqdm(total=config.steps or None, initial=step, desc="gan", disable=None, file=sys.stderr, leave=False)
-    running: dict[str, float] = {}
+    losses = RunningLosses(bar, history, started=started, log=log)
+    batches = gan_batches(data, config, rng=rng)
 
     def save() -> None:
         minutes = (time.time() - started) / 60
@@ -244,34 +353,17 @@ def train_gan(config: TrainGanConfig, *, resume: bool = False, log: Callable[[st
         save_gan(checkpoint, out / "generator.pt")
         _save_preview(models, data.classes, pool, out / "preview.png")
 
-    models.generator.train()
-    models.discriminator.train()
     while True:
-        if config.steps and step >= config.steps:
+        step = train_one_epoch(
+            models, (g_optimizer, d_optimizer), batches, step, config=config, generator=generator, losses=losses,
+            deadline=deadline, checkpoint_at=time.time() + 60 * config.checkpoint_minutes,
+        )
+        save()
+        if finished(step, config, deadline):
             break
-        if config.max_minutes and time.time() - started > 60 * config.max_minutes:
-            log(f"time budget of {config.max_minutes} minutes reached")
-            break
-        index = rng.choice(len(data.labels), size=config.batch_size, replace=True, p=weights)
-        real = to_gan_input(data.crops[index])
-        labels = torch.from_numpy(data.labels[index])
-        attributes = torch.from_numpy(data.attributes[index]) if data.attribute_specs else None
-        parts = train_step(models, (g_optimizer, d_optimizer), real, labels, attributes, config, generator, step)
-        step += 1
-        for name, value in parts.items():
-            running[name] = 0.98 * running.get(name, value) + 0.02 * value
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix({k: f"{v:.2f}" for k, v in running.items() if k in ("d_real", "d_fake", "g")})
-        if step % 200 == 0:
-            minutes = (time.time() - started) / 60
-            history.append({"step": step, "minutes": round(minutes, 2), **{k: round(v, 4) for k, v in running.items()}})
-            log(f"step {step} ({minutes:.1f} min): " + ", ".join(f"{k} {v:.3f}" for k, v in running.items()))
-        if time.time() - last_save > 60 * config.checkpoint_minutes:
-            save()
-            last_save = time.time()
+    if past(deadline) and not (config.steps and step >= config.steps):
+        log(f"time budget of {config.max_minutes} minutes reached")
     bar.close()
-    save()
     log(f"{step} steps in {(time.time() - started) / 60:.1f} minutes; generator: {out / 'generator.pt'}")
     return out / "generator.pt"
 
@@ -284,7 +376,3 @@ def _save_preview(models: GanModels, classes: tuple[str, ...], pool: dict, path:
         labels, attributes = conditions_for(pool, index, per_class, models.config, seed=index)
         rows.append(sample_images(models.ema, labels, attributes, seed=index).numpy())
     save_grid(image_grid(rows, row_titles=list(classes)), path)
-
-
-def _progress(description: str):
-    return lambda iterable: tqdm(iterable, desc=description, leave=False, disable=None, file=sys.stderr)
