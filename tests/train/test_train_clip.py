@@ -89,3 +89,46 @@ def test_describe_search_and_eval_through_the_cli(trained, capsys, monkeypatch):
                  "--split", "all", "--hold-out", "Neutrophil|cell_size=medium"]) == 0
     report = capsys.readouterr().out
     assert "class accuracy by sentences" in report and "text to image" in report and "unseen combinations" in report
+
+
+def test_the_flat_config_is_its_three_parts():
+    import dataclasses
+
+    from leukolens.train.clip import ClipDataConfig, ClipModelConfig, ClipOptimConfig, TrainClipConfig
+
+    parts = [{f.name for f in dataclasses.fields(c)} for c in (ClipDataConfig, ClipModelConfig, ClipOptimConfig)]
+    assert sum(map(len, parts)) == len(set().union(*parts))
+    assert {f.name for f in dataclasses.fields(TrainClipConfig)} == set().union(*parts) | {"out"}
+    config = TrainClipConfig(data="d", text_tower="transformer", epochs=3)
+    assert isinstance(config, ClipDataConfig)
+    assert (config.text_tower, config.epochs, config.lr) == ("transformer", 3, 1e-3)
+
+
+def test_clip_batches_give_each_cell_one_of_its_sentences_once():
+    import numpy as np
+    import torch
+
+    from leukolens.data.captions import ContentCodes, SentencePool
+    from leukolens.train.clip import clip_batches
+
+    contents = [(("class", "A"),), (("class", "B"),), (("class", "A"),), (("class", "C"),), (("class", "B"),)]
+    # Sentence 0 names A, 1 B, 2 C; sentence 3 names nothing, so it holds for every cell.
+    pool = SentencePool(["a", "b", "c", "cell"], [(("class", "A"),), (("class", "B"),), (("class", "C"),), ()],
+                        [[0, 3], [1], [0], [2, 3], [1]])
+    codes = ContentCodes(contents + pool.contents)
+    features = torch.arange(5.0)[:, None]  # [cells, 1]: a cell's feature is its index
+    texts = torch.arange(4.0)[:, None] * 10
+    batches = clip_batches(features, texts, pool, codes.encode(contents), codes.encode(pool.contents), batch_size=2,
+                           rng=np.random.default_rng(0))
+    assert len(batches) == 2
+    seen = []
+    for batch in batches:
+        cells = batch.images[:, 0].long().tolist()
+        sentences = (batch.texts[:, 0] / 10).long().tolist()
+        seen += cells
+        assert sentences == sorted(set(sentences))  # one column per distinct sentence
+        assert all(batch.positive[row].any() for row in range(len(cells)))  # each cell's own sentence holds
+        for row, cell in enumerate(cells):
+            for column, sentence in enumerate(sentences):
+                assert bool(batch.positive[row, column]) == (sentence == 3 or pool.contents[sentence] == contents[cell])
+    assert len(seen) == 4 and len(set(seen)) == 4  # a shuffled epoch, the last partial batch dropped
