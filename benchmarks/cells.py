@@ -85,7 +85,8 @@ def leave_one_class_out(pbc) -> tuple[list[str], dict]:
     rows, chosen = [], {}
     for held_out, path in LOO.items():
         if not path.is_file():
-            rows.append(f"| {held_out} | (no checkpoint at {path.relative_to(REPO)}) | | | |")
+            rows.append(f"| {held_out} | not re-run for this model (no {path.relative_to(REPO)}; the PBC-only "
+                        "model's figures: `git show fe0e64c:docs/benchmarks.md`) | | | |")
             continue
         checkpoint = load_checkpoint(path)
         scorers = _scorers(checkpoint, pbc)
