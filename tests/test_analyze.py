@@ -16,9 +16,18 @@ from leukolens.io.common import LeukolensError
 from leukolens.models.atypicality import fit_scorer
 from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
 from leukolens.models.checkpoint import from_model, save_checkpoint
-from leukolens.models.detector import CenterNet, DetectorConfig, checkpoint_from_model, save_detector
+from leukolens.models.detector import CenterNet, DetectorConfig, checkpoint_from_model, load_detector, save_detector
 from leukolens.predict.output import SCHEMA_VERSION, validate
-from leukolens.predict.scale import FALLBACK, LETTERBOX, OVERRIDE, RBC_MICRONS, RED_CELLS, box_iou
+from leukolens.predict.scale import (
+    FALLBACK,
+    LETTERBOX,
+    OVERRIDE,
+    RBC_MICRONS,
+    RED_CELLS,
+    box_iou,
+    learnt_rbc_diameter,
+)
+from leukolens.predict.weights import default_detector
 from leukolens.records import BLOOD_CELLS, PBC_CLASSES, WBCATT_SCHEMA
 
 FIELDS = ("BloodImage_00007.jpg", "BloodImage_00015.jpg")
@@ -263,8 +272,9 @@ def test_the_shipped_detector_finds_the_white_cell_of_a_field_seen_at_twice_the_
         # BCCD letterboxed (640 -> 512) is the learnt scale: the field upsampled 2x wants about 0.4
         assert record["scale"]["method"] == RED_CELLS and record["scale"]["red_cells"] >= 3
         assert record["scale"]["factor"] == pytest.approx(0.4, rel=0.15)
+        learnt = learnt_rbc_diameter(input_size=512, metrics=load_detector(default_detector()).metrics)
         assert record["scale"]["microns_per_pixel"] == pytest.approx(
-            RBC_MICRONS * record["scale"]["factor"] / 80.6, abs=1e-4
+            RBC_MICRONS * record["scale"]["factor"] / learnt, rel=0.01  # both rounded in the JSON
         )
         assert len(wbc) == 1 and box_iou(truth, np.array(wbc, np.float32))[0, 0] >= 0.7
     else:
