@@ -50,7 +50,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from leukolens.predict.describe import ImageTextPredictor
     from leukolens.predict.output import describe_json
 
-    model = ImageTextPredictor.from_checkpoint(args.checkpoint)
+    model = ImageTextPredictor.from_checkpoint(args.checkpoint, cells=args.cells)
     errors: list[tuple[str, str]] = []
     descriptions = model.describe_files(image_paths(args.images), errors=errors)
     report_skipped(errors)
@@ -129,6 +129,7 @@ def add_commands(commands, *, train, evaluate) -> None:
     describe = commands.add_parser("describe", help="describe cells in words: class and attributes, with scores")
     describe.add_argument("images", nargs="+", help="single-cell images or folders of them")
     describe.add_argument("--checkpoint", help="image-text model (default: the shipped one)")
+    describe.add_argument("--cells", help="its cell model calibrated to your microscope (leukolens calibrate)")
     json_argument(describe, "write descriptions as JSON ('-': print it)")
     describe.set_defaults(run=cmd_describe)
 

@@ -92,9 +92,17 @@ def describe(
 class ImageTextPredictor:
     """A trained image-text model with its frozen image tower, ready to describe and to embed."""
 
-    def __init__(self, checkpoint: ClipCheckpoint, *, path: Path | None = None, batch_size: int = 64):
+    def __init__(
+        self, checkpoint: ClipCheckpoint, *, path: Path | None = None, batch_size: int = 64,
+        cells: str | Path | None = None,
+    ):
+        """Args:
+        cells: a cell model calibrated to a lab's microscope (``leukolens calibrate``) from the one this image-text
+            model was trained on: its normalisation statistics replace the image tower's.
+        """
         self.checkpoint = checkpoint
         self.path = path
+        self.cells = Path(cells) if cells is not None else None
         self.model = checkpoint.build()
         self.schema = SCHEMAS.get(checkpoint.config.schema) if checkpoint.config.schema else None
         self.batch_size = batch_size
@@ -109,12 +117,19 @@ class ImageTextPredictor:
     @property
     def identity(self) -> str:
         """What the embeddings depend on: this checkpoint's file (for gallery indexes)."""
-        return file_sha256(self.path) if self.path is not None else "in-memory"
+        identity = file_sha256(self.path) if self.path is not None else "in-memory"
+        return identity + (f"+{file_sha256(self.cells)}" if self.cells is not None else "")
 
     @property
     def tower(self) -> ImageTower:
         if self._tower is None:
-            self._tower = ImageTower(self.checkpoint.config.image_tower)
+            if self.cells is None:
+                self._tower = ImageTower(self.checkpoint.config.image_tower)
+            else:
+                from leukolens.models.checkpoint import load_checkpoint
+
+                self._tower = ImageTower(self.checkpoint.config.image_tower, check=False,
+                                         cell_checkpoint=load_checkpoint(self.cells))
         return self._tower
 
     @property
