@@ -220,7 +220,7 @@ def section(settings=tuple(SETTINGS)) -> str:
                      f"{curve[str(SHOTS[-1])]['seconds']:.0f} |")
     for adapt in (False, True):
         demo = demo_agreement(adapt)
-        lines += ["", f"`make demo` (`analyze` on its six bundled BCCD test fields{'' if adapt else ', --no-adapt'}): "
+        lines += ["", f"`make demo` (`analyze` on its six bundled BCCD test fields{', --adapt' if adapt else ''}): "
                   f"{demo['right']} of {demo['cells']} white cells typed as BCCD types them (target 6 of 7)."]
     lines += [
         "",

@@ -286,8 +286,8 @@ def test_the_cell_model_adapts_to_the_sample_once_it_has_enough_white_cells(tmp_
     import leukolens.analyze as pipeline
 
     folder = _sample_folder(tmp_path)
-    adapted = analyze([folder], out=tmp_path / "a", detector=tiny_detector, cells=tiny_cells, batch_size=1)
-    plain = analyze([folder], out=tmp_path / "p", detector=tiny_detector, cells=tiny_cells, adapt=False)
+    adapted = analyze([folder], out=tmp_path / "a", detector=tiny_detector, cells=tiny_cells, batch_size=1, adapt=True)
+    plain = analyze([folder], out=tmp_path / "p", detector=tiny_detector, cells=tiny_cells)
     # 48 white cells a field: the first field is not enough (64), so both fields wait and adapt together.
     assert adapted["notes"] == ["cell model adapted to this sample's first 64 white cells"] and plain["notes"] == []
     first = json.loads((tmp_path / "a" / f"{FIELDS[0].rsplit('.', 1)[0]}.json").read_text())["cells"][0]
@@ -295,5 +295,5 @@ def test_the_cell_model_adapts_to_the_sample_once_it_has_enough_white_cells(tmp_
     assert first["box_xyxy"] == unadapted["box_xyxy"]
     assert first["type_probabilities"] != unadapted["type_probabilities"]  # new normalisation statistics
     monkeypatch.setattr(pipeline, "ADAPT_MIN_CELLS", 200)
-    few = analyze([folder], out=tmp_path / "f", detector=tiny_detector, cells=tiny_cells)
+    few = analyze([folder], out=tmp_path / "f", detector=tiny_detector, cells=tiny_cells, adapt=True)
     assert few["notes"] == ["96 white cells: too few to adapt the cell model to this sample"]

@@ -105,7 +105,7 @@ def analyze(
     match_stain: bool = False,
     microns_per_pixel: float | None = None,
     scale: str = "auto",
-    adapt: bool = True,
+    adapt: bool = False,
     log: Callable[[str], None] = print,
     progress: Callable | None = None,
 ) -> dict:
@@ -127,7 +127,8 @@ def analyze(
             ``"letterbox"`` (each field's longer side to the detector's input size, as before, for comparison).
         adapt: adapt the cell model's normalisation to this sample's own white cells before typing them (AdaBN on
             the white cells of the first fields, up to :data:`ADAPT_CELLS`; at least :data:`ADAPT_MIN_CELLS`), as a
-            sample is one slide on one microscope (docs/domains.md measures what it buys).
+            sample is one slide on one microscope. Off by default: it helps a mixed sample from a new microscope
+            and harms a sample dominated by one cell type, as leukemic samples are (docs/domains.md).
     """
     if scale not in SCALE_MODES:
         raise LeukolensError(f"unknown scale {scale!r}: use one of {', '.join(SCALE_MODES)}")

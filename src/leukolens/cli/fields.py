@@ -95,7 +95,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         match_stain=args.match_stain,
         microns_per_pixel=args.microns_per_pixel,
         scale=args.scale,
-        adapt=not args.no_adapt,
+        adapt=args.adapt,
         log=lambda message: print(message, file=sys.stderr),
         progress=progress("analysing", unit="batch"),
     )
@@ -197,7 +197,8 @@ def add_commands(commands, *, train, evaluate) -> None:
     analyze.add_argument("--threshold", type=float, help="detector score threshold (default: the checkpoint's)")
     analyze.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
     analyze.add_argument("--match-stain", action="store_true", help=MATCH_STAIN_HELP)
-    analyze.add_argument("--no-adapt", action="store_true",
-                         help="do not adapt the cell model's normalisation to this sample's own white cells")
+    analyze.add_argument("--adapt", action="store_true",
+                         help="adapt the cell model's normalisation to this sample's own white cells first (helps a "
+                              "mixed sample from a new microscope; harms one dominated by one cell type)")
     _scale_arguments(analyze)
     analyze.set_defaults(run=cmd_analyze)
