@@ -201,7 +201,8 @@ def test_cells_are_cropped_from_the_detector_float_boxes(tmp_path, tiny_detector
     assert first.box.values == tuple(float(v) for v in found.boxes[0]) and first.number == 1
     assert first.label == first.prediction.label and first.detector_class == "WBC"
     direct = reader.predict_crops(np.stack([reader.crop(image, tuple(found.boxes[0]))]))[0]
-    assert first.prediction.probabilities == pytest.approx(direct.probabilities)
+    # One crop alone and in a batch of 48 take different kernels: equal up to float rounding.
+    assert first.prediction.probabilities == pytest.approx(direct.probabilities, abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------------ scale
