@@ -299,24 +299,19 @@ MINE = Vocabulary("mine", ("Lymphocyte", "Unused", "Myeloblast", "Smudge cell"))
 ANY_SPLIT = st.just(lambda draw: draw(st.sampled_from([None, *SPLITS])))
 ONE_SPLIT = st.sampled_from([None, *SPLITS])  # one for the whole data set
 
+# COCO and VOC (with its side file) hold everything: partial attributes, both special values, regions, domains.
+EVERYTHING = detection_sets(
+    classes=MINE,
+    schema=LLD_SCHEMA,
+    attributes=_attributes(LLD_SCHEMA, specials=(NOT_APPLICABLE, UNKNOWN), complete=False),
+    regions=2,
+    domains=True,
+    splits=ANY_SPLIT,
+)
+
 FORMATS = {
-    # COCO and VOC (with its side file) hold everything: partial attributes, both special values, regions, domains.
-    "coco": detection_sets(
-        classes=MINE,
-        schema=LLD_SCHEMA,
-        attributes=_attributes(LLD_SCHEMA, specials=(NOT_APPLICABLE, UNKNOWN), complete=False),
-        regions=2,
-        domains=True,
-        splits=ANY_SPLIT,
-    ),
-    "voc": detection_sets(
-        classes=MINE,
-        schema=LLD_SCHEMA,
-        attributes=_attributes(LLD_SCHEMA, specials=(NOT_APPLICABLE, UNKNOWN), complete=False),
-        regions=2,
-        domains=True,
-        splits=ANY_SPLIT,
-    ),
+    "coco": EVERYTHING,
+    "voc": EVERYTHING,
     # LLD: all seven attributes as codes (2 is "not applicable", except for cell size), one region per field.
     "lld": detection_sets(
         classes=LLD_CLASSES,
