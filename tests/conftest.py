@@ -44,3 +44,23 @@ def lab_cells_folder(root: Path, counts: dict[str, int]) -> Path:
             ImageDraw.Draw(image).ellipse((24 - r, 24 - r, 24 + r, 24 + r), fill=LAB_CELL_COLOURS[name])
             image.save(root / name / f"{name}-{i}.png")
     return root
+
+
+def every_cell_a_wbc_detector():
+    """An untrained 64 px CenterNet whose heads are set so that every output cell (stride 8) is a WBC peak at its
+    centre with a 16 px box: 48 white cells on a 640 x 480 field (8 x 6 on 64 x 48), none in the padding."""
+    import torch
+
+    from leukolens.models.detector import CenterNet, DetectorConfig, checkpoint_from_model
+    from leukolens.records import BLOOD_CELLS
+
+    torch.manual_seed(0)
+    model = CenterNet(DetectorConfig(BLOOD_CELLS.names, neck_channels=16), pretrained=False).eval()
+    with torch.no_grad():
+        model.heatmap[-1].weight.zero_()
+        model.heatmap[-1].bias.copy_(torch.tensor([3.0, -10.0, -10.0]))
+        model.size[-1].weight.zero_()
+        model.size[-1].bias.fill_(2.0)  # 2 output cells: 16 input px, 160 px of a 640 px field
+        model.offset[-1].weight.zero_()
+        model.offset[-1].bias.fill_(0.5)  # centres mid-cell
+    return checkpoint_from_model(model, input_size=64, score_threshold=0.5)

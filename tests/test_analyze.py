@@ -16,7 +16,7 @@ from leukolens.io.common import LeukolensError
 from leukolens.models.atypicality import fit_scorer
 from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
 from leukolens.models.checkpoint import from_model, save_checkpoint
-from leukolens.models.detector import CenterNet, DetectorConfig, checkpoint_from_model, load_detector, save_detector
+from leukolens.models.detector import load_detector, save_detector
 from leukolens.predict.output import SCHEMA_VERSION, validate
 from leukolens.predict.scale import (
     FALLBACK,
@@ -29,6 +29,7 @@ from leukolens.predict.scale import (
 )
 from leukolens.predict.weights import default_detector
 from leukolens.records import BLOOD_CELLS, PBC_CLASSES, WBCATT_SCHEMA
+from tests.conftest import every_cell_a_wbc_detector
 
 FIELDS = ("BloodImage_00007.jpg", "BloodImage_00015.jpg")
 
@@ -45,16 +46,7 @@ def _private_onnx_cache(tmp_path_factory):
 def tiny_detector(tmp_path_factory):
     """Untrained, 64 px input, heads set so that every output cell is a WBC peak (48 per field) with a real box:
     the cell model always runs."""
-    torch.manual_seed(0)
-    model = CenterNet(DetectorConfig(BLOOD_CELLS.names, neck_channels=16), pretrained=False).eval()
-    with torch.no_grad():
-        model.heatmap[-1].weight.zero_()
-        model.heatmap[-1].bias.copy_(torch.tensor([3.0, -10.0, -10.0]))
-        model.size[-1].weight.zero_()
-        model.size[-1].bias.fill_(2.0)  # 2 output cells: 16 input px, 160 px of a 640 px field
-        model.offset[-1].weight.zero_()
-        model.offset[-1].bias.fill_(0.5)  # centres mid-cell: the 6 x 8 cells over the field, none in the padding
-    checkpoint = checkpoint_from_model(model, input_size=64, score_threshold=0.5)
+    checkpoint = every_cell_a_wbc_detector()
     return save_detector(checkpoint, tmp_path_factory.mktemp("detector") / "tiny-detector.pt")
 
 

@@ -5,29 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from leukolens.errors import LeukolensError
-from leukolens.models.detector import CenterNet, DetectorConfig, checkpoint_from_model
 from leukolens.predict.fields import Detector
 from leukolens.predict.scale import FALLBACK, LETTERBOX, OVERRIDE, RED_CELLS, FieldScale
-from leukolens.records import BLOOD_CELLS
+from tests.conftest import every_cell_a_wbc_detector
 
 
 @pytest.fixture(scope="module")
 def detector():
     """64 px input; every output cell (stride 8) a WBC peak at its centre with a 16 px box (8 x 6 on 64 x 48)."""
-    torch.manual_seed(0)
-    model = CenterNet(DetectorConfig(BLOOD_CELLS.names, neck_channels=16), pretrained=False).eval()
-    with torch.no_grad():
-        model.heatmap[-1].weight.zero_()
-        model.heatmap[-1].bias.copy_(torch.tensor([3.0, -10.0, -10.0]))
-        model.size[-1].weight.zero_()
-        model.size[-1].bias.fill_(2.0)
-        model.offset[-1].weight.zero_()
-        model.offset[-1].bias.fill_(0.5)
-    return Detector(checkpoint_from_model(model, input_size=64, score_threshold=0.5), engine="torch")
+    return Detector(every_cell_a_wbc_detector(), engine="torch")
 
 
 def test_letterbox_keeps_the_training_preprocessing(detector):
