@@ -49,6 +49,7 @@ SETTINGS = {
     "default": {"augment": "default", "freeze_norm": False},
     "robust": {"augment": "robust", "freeze_norm": False},
     "robust+frozen-norm": {"augment": "robust", "freeze_norm": True},
+    "robust+frozen-norm+per-cell": {"augment": "robust", "freeze_norm": True, "input_norm": "per-cell"},
 }
 
 
@@ -61,6 +62,7 @@ def run_config(setting: str, held_out: str, *, epochs: int = EPOCHS) -> TrainCel
         out=str(RUNS / f"{setting}-without-{held_out}"),
         augment=AUGMENT_PRESETS[options["augment"]],
         freeze_norm=options["freeze_norm"],
+        input_norm=options.get("input_norm", "dataset"),
         epochs=epochs,
         patience=epochs,
     )

@@ -107,3 +107,20 @@ def test_feature_selection():
     both = select_features(embeddings, heads, "both")
     assert both.shape == (2, 7)
     assert np.allclose(np.linalg.norm(both[:, :4], axis=1), 1) and np.allclose(np.linalg.norm(both[:, 4:], axis=1), 1)
+
+
+def test_per_cell_input_norm_divides_out_a_microscope_colour_cast_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = CellNet(CellNetConfig(("Basophil", "Lymphocyte"), input_norm="per-cell"), pretrained=False).eval()
+    images = torch.rand(2, 3, 64, 64)
+    # Another lamp and camera: each channel of the whole crop scaled and shifted its own way.
+    cast = images * torch.tensor([0.6, 0.9, 1.3]).view(1, 3, 1, 1) + torch.tensor([0.2, -0.1, 0.05]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        same = model(images).class_logits, model(cast).class_logits
+        plain = CellNet(CellNetConfig(("Basophil", "Lymphocyte")), pretrained=False).eval()
+        plain.load_state_dict(model.state_dict())
+        moved = plain(images).class_logits, plain(cast).class_logits
+    change = (same[0] - same[1]).abs().max()
+    assert change < 0.05 and change < 0.2 * (moved[0] - moved[1]).abs().max()  # without it the cast gets through
+    path = save_checkpoint(from_model(model, CropConfig(input_size=64)), tmp_path / "m.pt")
+    assert load_checkpoint(path).build().config.input_norm == "per-cell"

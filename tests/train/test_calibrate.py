@@ -44,3 +44,17 @@ def test_calibrate_refuses_too_few_cells_and_unreadable_images(base, tmp_path):
     with pytest.raises(LeukolensError, match="problem|cannot be read"):
         samples, names = lab_cells(root, base.config.classes)
         calibrate(base, samples, names)
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["learnt-statistics", "frozen-statistics"])
+def test_calibrate_adapts_batch_norm_statistics_unless_the_base_model_kept_them_frozen(tmp_path, frozen):
+    torch.manual_seed(1)
+    model = CellNet(CellNetConfig(("Basophil", "Lymphocyte")), pretrained=False)
+    base = from_model(model, CropConfig(input_size=48, context=2.0, mode="box"), train={"freeze_norm": frozen})
+    root = lab_cells_folder(tmp_path / "lab", {"Lymphocyte": 5, "Basophil": 5})
+    calibrated, _ = calibrate(base, *lab_cells(root, base.config.classes), CalibrateConfig(steps=20))
+    before, after = base.build().state_dict(), calibrated.build().state_dict()
+    stem_mean = next(k for k in before if k.endswith("running_mean"))
+    assert torch.equal(before[stem_mean], after[stem_mean]) == frozen
+    forced, _ = calibrate(base, *lab_cells(root, base.config.classes), CalibrateConfig(steps=20, adapt_norm=True))
+    assert not torch.equal(before[stem_mean], forced.build().state_dict()[stem_mean])

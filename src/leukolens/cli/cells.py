@@ -18,6 +18,7 @@ from leukolens.cli.common import (
 )
 from leukolens.data.augment import AUGMENT_PRESETS
 from leukolens.errors import LeukolensError
+from leukolens.models.cellnet import INPUT_NORMS
 from leukolens.train.calibrate import CalibrateConfig
 from leukolens.train.cells import TrainCellsConfig
 
@@ -99,7 +100,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     base = load_checkpoint(args.checkpoint or default_checkpoint())
     samples, names = lab_cells(args.cells, base.config.classes)
-    config = CalibrateConfig(min_cells_per_class=args.min_cells, adapt_norm=not args.no_adapt_norm)
+    config = CalibrateConfig(min_cells_per_class=args.min_cells, adapt_norm=False if args.no_adapt_norm else None)
     calibrated, report = calibrate(base, samples, names, config)
     path = save_checkpoint(calibrated, args.out)
     print(report.summary())
@@ -136,6 +137,8 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
         "--freeze-norm", action="store_true",
         help="keep every batch-norm layer's ImageNet statistics (no one microscope's statistics)",
     )
+    option("--input-norm", "input_norm", choices=INPUT_NORMS,
+           help="per-cell: standardise each crop's colours by its own statistics (for microscopes never trained on)")
     cells.add_argument("--no-atypicality", action="store_true", help="skip fitting the atypicality score")
     cells.add_argument(
         "--atypicality",
@@ -181,7 +184,8 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
     calibrate.add_argument("--out", required=True, help="the calibrated checkpoint (e.g. my-model.pt)")
     calibrate.add_argument("--checkpoint", help="base cell model (default: the shipped one)")
     calibrate.add_argument(
-        "--no-adapt-norm", action="store_true", help="keep the base model's batch-norm statistics"
+        "--no-adapt-norm", action="store_true",
+        help="keep the base model's batch-norm statistics (always so for a model trained with --freeze-norm)",
     )
     calibrate.add_argument(
         "--min-cells", type=int, default=default(CalibrateConfig, "min_cells_per_class"), metavar="N",

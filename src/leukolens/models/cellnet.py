@@ -36,6 +36,7 @@ class CellNetConfig:
     backbone: str = "efficientnet_lite0"
     head_hidden: int = 64
     dropout: float = 0.2
+    input_norm: str = "dataset"  # or "per-cell": see CellNet.forward
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +73,22 @@ class CellOutput:
     attribute_features: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [batch, 2 * hidden]
 
 
+INPUT_NORMS = ("dataset", "per-cell")
+
+
+def per_cell_standardize(images: torch.Tensor) -> torch.Tensor:
+    """Each image's channels brought to zero mean and unit spread over its own pixels.
+
+    A microscope's lamp, camera and stain shift and scale each colour channel of the whole crop; dividing them out
+    per crop removes that before the network sees it, while what tells cells apart (granules against cytoplasm,
+    nucleus against the red cells around it) stays relative within the crop. The result has the statistics the
+    ImageNet backbone expects of a normalised input.
+    """
+    mean = images.mean(dim=(2, 3), keepdim=True)
+    spread = images.std(dim=(2, 3), keepdim=True)
+    return (images - mean) / (spread + 1e-2)
+
+
 class CellNet(nn.Module):
     """Backbone + class head + attribute heads."""
 
@@ -92,6 +109,8 @@ class CellNet(nn.Module):
         self.register_buffer("temperatures", torch.ones(1 + len(config.attributes)))
 
     def forward(self, images: torch.Tensor) -> CellOutput:
+        if self.config.input_norm == "per-cell":
+            images = per_cell_standardize(images)
         features = self.backbone(images)  # [batch, channels, h, w]
         embedding = features.mean(dim=(2, 3))  # [batch, channels]
         heads = {name: head(features) for name, head in self.attribute_heads.items()}

@@ -34,7 +34,10 @@ class CalibrateConfig:
     """How calibration adapts a base cell model; every default lives here."""
 
     min_cells_per_class: int = 5
-    adapt_norm: bool = True  # re-estimate batch-norm statistics on the lab's cells
+    # Re-estimate batch-norm statistics on the lab's cells. None: unless the base model was trained with its
+    # statistics frozen (``--freeze-norm``): its weights learnt around ImageNet's statistics, and measured on three
+    # never-seen microscopes, re-estimating them then costs accuracy instead of buying it.
+    adapt_norm: bool | None = None
     prior_weight: float = 1e-3  # pull of the refit head towards the base head (L2 on the weight difference)
     steps: int = 300
     lr: float = 0.05
@@ -120,6 +123,13 @@ def _inputs(crops: np.ndarray, checkpoint) -> torch.Tensor:
 
 
 @torch.inference_mode()
+def _adapts_norm(config: CalibrateConfig, checkpoint) -> bool:
+    if config.adapt_norm is not None:
+        return config.adapt_norm
+    return not (checkpoint.train or {}).get("freeze_norm", False)
+
+
+@torch.inference_mode()
 def _embeddings(model, crops: np.ndarray, checkpoint, batch_size: int = 64):
     model.eval()
     embeddings, heads = [], []
@@ -195,7 +205,7 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
     with torch.inference_mode():
         base_logits = model.class_head(torch.from_numpy(base_embeddings)).numpy()
     base_accuracy = float((base_logits.argmax(1) == labels).mean())
-    if config.adapt_norm:
+    if _adapts_norm(config, checkpoint):
         adapt_norm(model, _inputs(views, checkpoint))
     embeddings, head_features = _embeddings(model, views, checkpoint)
 

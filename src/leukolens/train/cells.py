@@ -64,6 +64,7 @@ class CellModelConfig:
     input_size: int = 160
     freeze_blocks: int = 2  # stem and the first blocks keep their ImageNet weights: faster, and enough for edges
     freeze_norm: bool = False  # keep every batch-norm layer's ImageNet statistics: no one microscope's statistics
+    input_norm: str = "dataset"  # "per-cell": each crop standardised by its own colour statistics (CellNet)
     atypicality_method: str = "knn"
     atypicality_features: str = "embedding"
 
@@ -261,7 +262,9 @@ def _last_epoch_within_budget(config: CellOptimConfig, history: list[dict], epoc
 
 def build_cell_model(config: CellModelConfig, classes: tuple[str, ...], attributes: tuple) -> CellNet:
     """A cell network on an ImageNet backbone, its first stages (and with ``freeze_norm`` its statistics) fixed."""
-    model = CellNet(CellNetConfig(classes, attributes, config.backbone), pretrained=True)
+    model = CellNet(
+        CellNetConfig(classes, attributes, config.backbone, input_norm=config.input_norm), pretrained=True
+    )
     _freeze(model, config.freeze_blocks, norm=config.freeze_norm)
     return model.to(memory_format=torch.channels_last)
 
