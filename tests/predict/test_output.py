@@ -50,7 +50,7 @@ def test_a_field_becomes_json_rounded_at_the_edge_only():
         "type": "Monocyte", "type_probability": 0.6123,
         "type_probabilities": {"Monocyte": 0.6123, "Lymphocyte": 0.3877},
         "attributes": {"cell_size": {"value": "big", "probability": 0.8, "probabilities": {"small": 0.2, "big": 0.8}}},
-        "atypicality": 0.7124, "verdict": "atypical, review",
+        "atypicality": 0.7124, "verdict": "atypical, review", "blast_probability": None, "blast_suspected": False,
     }
     assert cell_json(cells[1]) == {"id": 2, "box_xyxy": [1.0, 2.0, 3.0, 4.0], "detector_class": "RBC",
                                    "detector_score": 0.5}

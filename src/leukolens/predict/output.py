@@ -39,6 +39,8 @@ def prediction_json(prediction: CellPrediction) -> dict:
         "attributes": _attributes_json(prediction),
         "atypicality": None if prediction.atypicality is None else round(prediction.atypicality, 4),
         "verdict": prediction.verdict,
+        "blast_probability": None if prediction.blast_probability is None else round(prediction.blast_probability, 4),
+        "blast_suspected": prediction.blast_suspected,
     }
 
 
@@ -72,6 +74,8 @@ def cell_json(cell: PredictedCell) -> dict:
                 "attributes": _attributes_json(p),
                 "atypicality": None if p.atypicality is None else round(p.atypicality, 4),
                 "verdict": p.verdict,
+                "blast_probability": None if p.blast_probability is None else round(p.blast_probability, 4),
+                "blast_suspected": p.blast_suspected,
             }
         )
     return entry
@@ -200,6 +204,8 @@ _CELL_READING = {
     "attributes": _ATTRIBUTES,
     "atypicality": _ATYPICALITY,
     "verdict": _VERDICT,
+    "blast_probability": _ATYPICALITY,
+    "blast_suspected": {"type": "boolean"},
 }
 _FIELD_CELL = _object(
     {"id": _INTEGER, "box_xyxy": _BOX, "detector_class": _STRING, "detector_score": _NUMBER, **_CELL_READING},
@@ -214,6 +220,8 @@ _PREDICTION = _object(
         "attributes": _ATTRIBUTES,
         "atypicality": _ATYPICALITY,
         "verdict": _VERDICT,
+        "blast_probability": _ATYPICALITY,
+        "blast_suspected": {"type": "boolean"},
     }
 )
 _DESCRIPTION = _object(

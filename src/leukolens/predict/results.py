@@ -91,6 +91,14 @@ class CellPrediction:
     atypicality: float | None = None
     atypical: bool = False
     source: str = ""
+    # How blast-like the cell is, 0-1 (None without a blast scorer), and whether that passes the scorer's threshold.
+    blast_probability: float | None = None
+    blast_suspected: bool = False
+
+    @property
+    def is_blast(self) -> bool:
+        """A blast: typed ``Blast`` (a model calibrated with a lab's blasts) or suspected by the blast scorer."""
+        return self.label == "Blast" or self.blast_suspected
 
     @property
     def verdict(self) -> str:
