@@ -1,9 +1,12 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from leukolens.io.common import LeukolensError
 from leukolens.losses.contrastive import contrastive_loss
+from leukolens.models.checkpoint import load_checkpoint
 from leukolens.models.clip import (
     ClipCheckpoint,
     ClipConfig,
@@ -13,6 +16,7 @@ from leukolens.models.clip import (
     SentenceEncoder,
     build_vocabulary,
     load_clip,
+    network_sha256,
     save_clip,
     tokenize,
 )
@@ -66,9 +70,26 @@ def test_a_changed_cell_model_is_refused(tmp_path):
 
     if not default_checkpoint().is_file():
         pytest.skip("no shipped cell model")
-    config = ImageTowerConfig(kind="cellnet", cell_model_sha256="0" * 64)
-    with pytest.raises(LeukolensError, match="not the one the image-text model was trained on"):
-        ImageTower(config)
+    for config in (ImageTowerConfig(kind="cellnet", cell_network_sha256="0" * 64),
+                   ImageTowerConfig(kind="cellnet", cell_model_sha256="0" * 64)):  # and as older models name it
+        with pytest.raises(LeukolensError, match="not the one the image-text model was trained on"):
+            ImageTower(config)
+
+
+def test_refitting_what_sits_beside_the_cell_network_keeps_the_image_text_model(tmp_path):
+    from leukolens.models.checkpoint import save_checkpoint
+    from leukolens.predict.weights import default_checkpoint
+
+    if not default_checkpoint().is_file():
+        pytest.skip("no shipped cell model")
+    cells = load_checkpoint(default_checkpoint())
+    config = ImageTowerConfig(kind="cellnet", cell_network_sha256=network_sha256(cells))
+    cells.metrics = {**cells.metrics, "refit": "another atypicality threshold"}
+    refit = save_checkpoint(cells, tmp_path / "refit.pt")
+    ImageTower(replace(config, cell_model=str(refit)))  # same network: accepted
+    cells.state_dict = {k: v + 1 if k.endswith("class_head.1.bias") else v for k, v in cells.state_dict.items()}
+    with pytest.raises(LeukolensError, match="not the one"):
+        ImageTower(replace(config, cell_model=str(save_checkpoint(cells, tmp_path / "changed.pt"))))
 
 
 def test_sentence_encoder_caches_in_memory_and_on_disk(tmp_path):

@@ -63,6 +63,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def network_sha256(cell_checkpoint) -> str:
+    """SHA-256 of a cell model's network: its config and weights, not the rest of its file, so that refitting what
+    sits beside the network (atypicality, blast scorer, metrics) does not orphan an image-text model built on it."""
+    digest = hashlib.sha256(repr(sorted(cell_checkpoint.config.as_dict().items())).encode())
+    for name, tensor in sorted(cell_checkpoint.state_dict.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 # ------------------------------------------------------------------------------------------------------ configs
 @dataclass(frozen=True)
 class ImageTowerConfig:
@@ -70,7 +80,8 @@ class ImageTowerConfig:
 
     kind: str = "cellnet"
     cell_model: str = SHIPPED_CELL_MODEL  # file name in the package's weights, or a path
-    cell_model_sha256: str = ""
+    cell_model_sha256: str = ""  # of the whole file: models trained before cell_network_sha256 existed
+    cell_network_sha256: str = ""  # of the cell network's config and weights (network_sha256)
     backbone: str = "efficientnet_lite0"
     input_size: int = 160
     context: float = 2.0
@@ -81,7 +92,7 @@ class ImageTowerConfig:
     @property
     def identity(self) -> str:
         """What determines the features: the kind, and for the cell model its exact file."""
-        weights = self.cell_model_sha256 if self.kind == "cellnet" else "imagenet"
+        weights = (self.cell_network_sha256 or self.cell_model_sha256) if self.kind == "cellnet" else "imagenet"
         return f"{self.kind}-{self.backbone}-{self.input_size}-{self.context}-{weights[:16]}"
 
 
@@ -200,6 +211,12 @@ class ClipModel(nn.Module):
             self.logit_scale.clamp_(0.0, math.log(100.0))
 
 
+def _other_cell_model(config: ImageTowerConfig, path: Path, cell_checkpoint) -> bool:
+    if config.cell_network_sha256:
+        return network_sha256(cell_checkpoint) != config.cell_network_sha256
+    return bool(config.cell_model_sha256) and file_sha256(path) != config.cell_model_sha256
+
+
 # ------------------------------------------------------------------------------------------------------ towers
 class ImageTower:
     """The frozen image network: ``uint8`` crops in, feature vectors out."""
@@ -215,12 +232,12 @@ class ImageTower:
             from leukolens.models.checkpoint import load_checkpoint
 
             path = resolve_cell_model(config.cell_model)
-            if check and config.cell_model_sha256 and file_sha256(path) != config.cell_model_sha256:
+            cell_checkpoint = cell_checkpoint or load_checkpoint(path)
+            if check and _other_cell_model(config, path, cell_checkpoint):
                 raise LeukolensError(
                     f"{path}: this cell model is not the one the image-text model was trained on (its SHA-256 "
                     "changed); retrain the image-text model (`leukolens train clip`, or `make weights-clip`)"
                 )
-            cell_checkpoint = cell_checkpoint or load_checkpoint(path)
             self.network = cell_checkpoint.build()
             # A cell model that normalises every crop's stain: do as it does.
             self.stain = cell_checkpoint.preprocess.stain_normalizer()
@@ -241,7 +258,7 @@ class ImageTower:
         config = ImageTowerConfig(
             kind=kind,
             cell_model=cell_model if path == packaged_weights(Path(cell_model).name) else str(path.resolve()),
-            cell_model_sha256=file_sha256(path) if kind == "cellnet" else "",
+            cell_network_sha256=network_sha256(checkpoint) if kind == "cellnet" else "",
             backbone=checkpoint.config.backbone,
             input_size=checkpoint.crop.input_size,
             context=checkpoint.crop.context,
