@@ -34,11 +34,13 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH)
 
 # The shipped cell model: PBC/WBCAtt plus BCCD's typed white cells and the Chula slides (three microscopes), with
-# the robust augmentation (stain, hue, grey, blur, noise, vignetting, JPEG); 22 minutes on 2 cores
-# (docs/domains.md). The image-text model names this file by SHA-256: run `make weights-clip` after it.
+# the robust augmentation (stain, hue, grey, blur, noise, vignetting, JPEG), ImageNet's batch-norm statistics kept
+# and each crop standardised by its own colour statistics; 22 minutes on 2 cores (docs/domains.md). The image-text
+# model names this network by SHA-256: run `make weights-clip` after it.
 weights: $(STAMP)
 	$(BIN)/leukolens train cells --data ../shared/data/pbc --extra-data ../shared/data/bccd ../shared/data/chula \
-		--augment robust --out out/cells-multi --epochs 10 --patience 4 --max-minutes 22 --atypicality knn:embedding
+		--augment robust --freeze-norm --input-norm per-cell --out out/cells-multi \
+		--epochs 10 --patience 4 --max-minutes 22 --atypicality knn:embedding
 	mkdir -p src/leukolens/weights
 	cp out/cells-multi/best.pt src/leukolens/weights/cellnet-pbc.pt
 
