@@ -38,3 +38,17 @@ def test_an_adapted_reader_still_reads_cells():
     assert len(predictions) == len(images)
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-4 for p in predictions)
     assert reader.checkpoint.state_dict is not adapted.checkpoint.state_dict  # the base reader is unchanged
+
+
+def test_a_model_trained_with_fixed_statistics_is_not_adapted_to_a_sample():
+    from leukolens.analyze import ADAPT_MIN_CELLS, adapt_reader
+    from leukolens.data.cells import CropConfig
+    from leukolens.models.checkpoint import from_model
+
+    model = CellNet(CellNetConfig(("a", "b")), pretrained=False).eval()
+    crops = [np.full((32, 32, 3), 100 + i, np.uint8) for i in range(ADAPT_MIN_CELLS)]
+    for frozen, adapts in ((True, False), (False, True)):
+        reader = CellReader(from_model(model, CropConfig(input_size=32), train={"freeze_norm": frozen}), engine="torch")
+        adapted, note = adapt_reader(reader, crops)
+        assert (adapted is not reader) == adapts
+        assert ("not adapted" in note) == frozen
