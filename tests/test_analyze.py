@@ -290,3 +290,71 @@ def test_the_cell_model_adapts_to_the_sample_once_it_has_enough_white_cells(tmp_
     monkeypatch.setattr(pipeline, "ADAPT_MIN_CELLS", 200)
     few = analyze([folder], out=tmp_path / "f", detector=tiny_detector, cells=tiny_cells, adapt=True)
     assert few["notes"] == ["96 white cells: too few to adapt the cell model to this sample"]
+
+
+# ------------------------------------------------------------------------------------------------------ interpretation
+def _detector_finding_only(tmp_path, heatmap_bias):
+    """The rigged detector with its class peaks set by ``heatmap_bias`` (WBC, RBC, Platelets): all low finds
+    nothing, RBC high finds red cells only."""
+    checkpoint = every_cell_a_wbc_detector()
+    bias = [k for k in checkpoint.state_dict if k.startswith("heatmap.") and k.endswith(".bias")][-1]
+    checkpoint.state_dict[bias] = torch.tensor(heatmap_bias, dtype=checkpoint.state_dict[bias].dtype)
+    return save_detector(checkpoint, tmp_path / "rigged-detector.pt")
+
+
+@pytest.mark.parametrize(("case", "heatmap_bias", "fields", "white"), [
+    ("an empty sample", [-10.0, -10.0, -10.0], FIELDS, 0),
+    ("no white cell", [-10.0, 3.0, -10.0], FIELDS, 0),
+    ("one field", None, FIELDS[:1], 48),
+])
+def test_too_small_a_sample_says_not_enough_cells_and_still_writes_each_field(
+    tmp_path, tiny_detector, tiny_cells, capsys, case, heatmap_bias, fields, white
+):
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    for name in fields:
+        shutil.copy(sample_path("bccd") / "BCCD" / "JPEGImages" / name, folder / name)
+    detector = tiny_detector if heatmap_bias is None else _detector_finding_only(tmp_path, heatmap_bias)
+    out = tmp_path / "out"
+    assert main(["analyze", str(folder), "--out", str(out), "--detector", str(detector), "--cells",
+                 str(tiny_cells)]) == 0, case
+    printed = capsys.readouterr().out
+    assert "suggestion: not enough cells (supported)" in printed and "not a diagnosis" in printed
+    for name in fields:
+        record = json.loads((out / name.replace(".jpg", ".json")).read_text())
+        assert validate(record, "field") == [] and (out / name.replace(".jpg", ".png")).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert validate(summary, "summary") == []
+    reading = summary["interpretation"]
+    assert reading["white_cells_counted"] == white and reading["suggestion"]["name"] == "not enough cells"
+    assert reading["suggestion"]["notes"] == [
+        f"{white} white cells counted; at least 100 are needed to suggest anything"]
+    assert reading["also_possible"] == [] and reading["suggestion"]["evidence"][0]["count"] == white
+
+
+def test_a_sample_of_unreadable_images_still_writes_a_summary_with_not_enough_cells(tmp_path, tiny_detector, capsys):
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(["analyze", str(folder), "--out", str(tmp_path / "out"), "--detector", str(tiny_detector)]) == 2
+    assert "none of the 1 images could be read" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert validate(summary, "summary") == [] and summary["interpretation"]["suggestion"]["name"] == "not enough cells"
+
+
+def test_a_sample_with_enough_white_cells_is_interpreted_from_the_cells_written(tmp_path, tiny_detector, tiny_cells):
+    folder = _sample_folder(tmp_path)
+    shutil.copy(sample_path("bccd") / "BCCD" / "JPEGImages" / "BloodImage_00021.jpg", folder)
+    out = tmp_path / "out"
+    summary = analyze([folder], out=out, detector=tiny_detector, cells=tiny_cells, overlays=False, log=print)
+    reading = summary["interpretation"]
+    assert validate(summary, "summary") == [] and reading["white_cells_counted"] == 144
+    assert reading["suggestion"]["name"] != "not enough cells" and reading["suggestion"]["evidence"]
+    # the differential's counts are the types written per field (the tiny model has no blast score: no Blast row)
+    written = {}
+    for path in out.glob("BloodImage_*.json"):
+        for cell in json.loads(path.read_text())["cells"]:
+            written[cell["type"]] = written.get(cell["type"], 0) + 1
+    assert {name: row["count"] for name, row in reading["differential"].items() if row["count"]} == written
+    assert reading["blasts"]["assessed"] is False and "Blast" not in reading["differential"]
+    assert {name: row["count"] for name, row in summary["differential"].items()} == written  # unchanged beside it

@@ -38,7 +38,8 @@ call into another module; the calls inside a predictor are listed under it):
 8. -> ``errors.atomic_write_text``: ``<out>/<stem>.json``.
 
 Beside the JSON: ``report.overlay.overlay_png`` draws the same record to ``<out>/<stem>.png``, and
-``sample.differential`` counts all the fields into ``<out>/summary.json``.
+``sample.differential`` counts all the fields into ``<out>/summary.json`` with ``sample.interpret``'s reading of
+the sample (differential with intervals, blast %, flags, a suggestion with its evidence: docs/interpretation.md).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from leukolens.predict.results import AnalyzedField, PredictedCell
 from leukolens.records import Vocabulary
 from leukolens.report.overlay import overlay_png
 from leukolens.sample.differential import differential, summary_json
+from leukolens.sample.interpret import interpret
 
 __all__ = ["NOT_WHITE", "analyze", "find_images", "load_field"]
 
@@ -234,7 +236,7 @@ def analyze(
     seconds = time.perf_counter() - started
     summary = summary_json(
         differential(results), fields_read=len(results), skipped=skipped, notes=summary_notes,
-        detector=detector_info, seconds=seconds,
+        detector=detector_info, seconds=seconds, interpretation=interpret(results),
     )
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if not results:

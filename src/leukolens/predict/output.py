@@ -236,6 +236,71 @@ _DESCRIPTION = _object(
 )
 _SKIPPED = _object({"image": _STRING, "reason": _STRING})
 _FLAGGED = _object({"field": _STRING, "cell": _INTEGER, "type": _STRING, "atypicality": _ATYPICALITY})
+# summary.json's interpretation (leukolens.sample.interpret; docs/interpretation.md)
+_PERCENT = {"type": ["number", "null"]}
+_CELL_REFS = _array(_object({"field": _STRING, "cell": _INTEGER}))
+_FINDING = _object(
+    {
+        "rule": _STRING,
+        "role": {"enum": ["gate", "flag", "criterion", "supporting", "lineage"]},
+        "measure": _STRING,
+        "test": _STRING,
+        "status": {"enum": ["met", "borderline", "possible", "not met", "not assessed"]},
+        "count": _INTEGER,
+        "total": {"type": ["integer", "null"]},
+        "percent": _PERCENT,
+        "low": _PERCENT,
+        "high": _PERCENT,
+        "expected_percent": _PERCENT,
+        "cells": _CELL_REFS,
+    }
+)
+_SUGGESTION = _object(
+    {
+        "name": _STRING,
+        "status": {"enum": ["supported", "possible", "not supported"]},
+        "evidence": _array(_FINDING),
+        "notes": _array(_STRING),
+    }
+)
+_INTERPRETATION = _object(
+    {
+        "white_cells_counted": _INTEGER,
+        "minimum_white_cells": _INTEGER,
+        "differential": _map(
+            _object({"count": _INTEGER, "percent": _NUMBER, "low": _NUMBER, "high": _NUMBER,
+                     "expected_percent": _PERCENT})
+        ),
+        "blasts": _object(
+            {"assessed": {"type": "boolean"}, **{k: _FINDING["properties"][k] for k in (
+                "count", "total", "percent", "low", "high", "expected_percent", "cells")}}
+        ),
+        "not_counted": _object(
+            {
+                "smudge": _object({"assessed": {"type": "boolean"}, "count": _INTEGER, "cells": _CELL_REFS}),
+                "unidentified": _object({"count": _INTEGER, "cells": _CELL_REFS}),
+            }
+        ),
+        "flags": _array(_FINDING),
+        "suggestion": _SUGGESTION,
+        "also_possible": _array(_SUGGESTION),
+        "contradictions": _array(
+            _object(
+                {
+                    "kind": {"enum": ["cell", "suggestion"]},
+                    "reason": _STRING,
+                    "field": {"type": ["string", "null"]},
+                    "cell": {"type": ["integer", "null"]},
+                    "type": {"type": ["string", "null"]},
+                    "attributes": _map(_STRING),
+                }
+            )
+        ),
+        "notes": _array(_STRING),
+        "rules": _STRING,
+        "disclaimer": _STRING,
+    }
+)
 
 SCHEMAS: dict[str, dict] = {
     "field": _object(
@@ -268,7 +333,11 @@ SCHEMAS: dict[str, dict] = {
             "detector": _DETECTOR,
             "seconds": _NUMBER,
             "fields_per_second": {"type": ["number", "null"]},
-        }
+            "interpretation": _INTERPRETATION,
+        },
+        # `interpretation` was added in version 1 (adding a key keeps the version): older summaries stay valid
+        required=("schema_version", "fields_read", "fields_skipped", "cells_found", "wbc_typed", "differential",
+                  "atypical_flagged", "flagged_cells", "notes", "detector", "seconds", "fields_per_second"),
     ),
     "detect": _object(
         {

@@ -4,7 +4,8 @@
     >>> counted.percent()["Neutrophil"]
 
 :func:`summary_json` writes it with what was read and skipped as ``<out>/summary.json`` of ``analyze``
-(docs/output-schema.md); :func:`format_summary` prints it as a hematologist reads it.
+(docs/output-schema.md), with the sample's interpretation (:mod:`leukolens.sample.interpret`) as
+:func:`interpretation_json` writes it; :func:`format_summary` prints it as a hematologist reads it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 
 from leukolens.predict.output import SCHEMA_VERSION
 from leukolens.predict.results import TYPICAL_VERDICT, AnalyzedField
+from leukolens.sample.interpret import NOT_ASSESSED, CellRef, Finding, Interpretation, Suggestion
+
+CELLS_SHOWN = 5
+"""Cells named per line of the printed summary (summary.json names them all)."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,11 @@ def summary_json(
     notes: list[str],
     detector: dict,
     seconds: float,
+    interpretation: Interpretation | None = None,
 ) -> dict:
-    """``<out>/summary.json`` of ``analyze``: the differential and what was read."""
-    return {
+    """``<out>/summary.json`` of ``analyze``: the differential and what was read, and the sample's interpretation
+    when given."""
+    summary = {
         "schema_version": SCHEMA_VERSION,
         "fields_read": fields_read,
         "fields_skipped": skipped,
@@ -100,10 +107,77 @@ def summary_json(
         "seconds": round(seconds, 2),
         "fields_per_second": round(fields_read / seconds, 2) if seconds > 0 else None,
     }
+    if interpretation is not None:
+        summary["interpretation"] = interpretation_json(interpretation)
+    return summary
 
 
+# ------------------------------------------------------------------------------------------------------ interpretation
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _cells(refs: tuple[CellRef, ...]) -> list[dict]:
+    return [{"field": r.field, "cell": r.cell} for r in refs]
+
+
+def finding_json(f: Finding) -> dict:
+    """One rule tested on the sample: the test, its status, the numbers (percents to 0.1) and the cells behind it."""
+    m = f.measured
+    low, high = m.interval or (None, None)
+    return {
+        "rule": f.rule.conclusion, "role": f.rule.role, "measure": f.rule.measure, "test": f.rule.test,
+        "status": f.status, "count": m.count, "total": m.total, "percent": _percent(m.percent),
+        "low": _percent(low), "high": _percent(high), "expected_percent": _percent(m.expected_percent),
+        "cells": _cells(m.cells),
+    }
+
+
+def _suggestion_json(s: Suggestion) -> dict:
+    return {"name": s.name, "status": s.status, "evidence": [finding_json(f) for f in s.findings],
+            "notes": list(s.notes)}
+
+
+def interpretation_json(reading: Interpretation) -> dict:
+    """The ``interpretation`` of ``summary.json`` (docs/output-schema.md; what it means: docs/interpretation.md)."""
+    differential = {}
+    for name, m in reading.rows.items():
+        low, high = m.interval
+        differential[name] = {"count": m.count, "percent": _percent(m.percent), "low": _percent(low),
+                              "high": _percent(high), "expected_percent": _percent(m.expected_percent)}
+    blasts = finding_json(reading.blasts)
+    smudge = reading.smudge
+    return {
+        "white_cells_counted": reading.white_cells,
+        "minimum_white_cells": reading.minimum_cells,
+        "differential": differential,
+        "blasts": {"assessed": reading.blasts.status != NOT_ASSESSED,
+                   **{k: blasts[k] for k in ("count", "total", "percent", "low", "high", "expected_percent", "cells")}},
+        "not_counted": {
+            "smudge": {"assessed": smudge.status != NOT_ASSESSED, "count": smudge.measured.count,
+                       "cells": _cells(smudge.measured.cells)},
+            "unidentified": {"count": len(reading.unidentified), "cells": _cells(reading.unidentified)},
+        },
+        "flags": [finding_json(f) for f in reading.flags],
+        "suggestion": _suggestion_json(reading.suggestion),
+        "also_possible": [_suggestion_json(s) for s in reading.also_possible],
+        "contradictions": [
+            {"kind": c.kind, "reason": c.reason, "field": c.cell.field if c.cell else None,
+             "cell": c.cell.cell if c.cell else None, "type": c.type, "attributes": dict(c.attributes)}
+            for c in reading.contradictions
+        ],
+        "notes": list(reading.notes),
+        "rules": "docs/interpretation.md",
+        "disclaimer": reading.disclaimer,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ printing
 def format_summary(summary: dict, out: str | Path) -> str:
-    """The differential count as a hematologist reads it (from :func:`summary_json`)."""
+    """The differential count as a hematologist reads it (from :func:`summary_json`): with the interpretation,
+    each type with its 95% interval, the blast percentage, flags, the suggestion with its evidence, contradictions
+    and the disclaimer."""
+    reading = summary.get("interpretation")
     lines = [
         f"{summary['fields_read']} fields read, {len(summary['fields_skipped'])} skipped "
         f"({summary['fields_per_second'] or 0:.1f} fields/s); results in {out}",
@@ -111,11 +185,68 @@ def format_summary(summary: dict, out: str | Path) -> str:
     ]
     if summary["wbc_typed"]:
         lines.append(f"WBC differential ({summary['wbc_typed']} cells typed):")
-        for name, v in summary["differential"].items():
-            lines.append(f"  {name:<22} {v['count']:>5}  {v['percent']:5.1f}%")
+        if reading is None:
+            for name, v in summary["differential"].items():
+                lines.append(f"  {name:<22} {v['count']:>5}  {v['percent']:5.1f}%")
+        else:
+            lines += _differential_lines(reading)
         lines.append(f"atypical cells flagged for review: {summary['atypical_flagged']}")
+    if reading is not None:
+        lines += _interpretation_lines(reading)
     for note in summary["notes"]:
         lines.append(f"note: {note}")
     for s in summary["fields_skipped"]:
         lines.append(f"skipped: {s['reason']}")
+    if reading is not None:
+        lines.append(reading["disclaimer"])
     return "\n".join(lines)
+
+
+def _cells_text(cells: list[dict]) -> str:
+    shown = ", ".join(f"{c['field']} #{c['cell']}" for c in cells[:CELLS_SHOWN])
+    return shown + (f" and {len(cells) - CELLS_SHOWN} more" if len(cells) > CELLS_SHOWN else "")
+
+
+def _numbers(f: dict) -> str:
+    if f.get("status") == NOT_ASSESSED:
+        return "(not assessed)"
+    if f["percent"] is None:
+        return f"{f['count']} cells"
+    return f"{f['percent']:.1f}% (95% CI {f['low']:.1f}-{f['high']:.1f}, {f['count']}/{f['total']})"
+
+
+def _differential_lines(reading: dict) -> list[str]:
+    lines = [f"  {'type':<22} {'count':>5} {'%':>6}   95% CI        expected %"]
+    for name, v in reading["differential"].items():
+        expected = "" if v["expected_percent"] is None else f"{v['expected_percent']:5.1f}"
+        interval = f"{v['low']:5.1f}-{v['high']:<5.1f}"
+        lines.append(f"  {name:<22} {v['count']:>5} {v['percent']:6.1f}   {interval}   {expected}".rstrip())
+    smudge, unidentified = reading["not_counted"]["smudge"], reading["not_counted"]["unidentified"]
+    lines.append(f"  {reading['white_cells_counted']} white cells counted; kept out of the 100%: smudge "
+                 f"{smudge['count'] if smudge['assessed'] else 'not assessed'}, unidentified {unidentified['count']}")
+    return lines
+
+
+def _interpretation_lines(reading: dict) -> list[str]:
+    """The blast percentage, flags, suggestion with its evidence, and contradictions, from the JSON."""
+    blasts = reading["blasts"]
+    lines = [f"blasts: {_numbers(blasts)}" if blasts["assessed"] else "blasts: not assessed by this cell model"]
+    for f in reading["flags"]:
+        cells = f"; cells {_cells_text(f['cells'])}" if f["cells"] else ""
+        lines.append(f"flag: {f['rule']}: {f['measure']} {_numbers(f)} {f['test']} [{f['status']}]{cells}")
+    suggestion = reading["suggestion"]
+    lines.append(f"suggestion: {suggestion['name']} ({suggestion['status']})")
+    for f in suggestion["evidence"]:
+        status = "" if f["status"] == NOT_ASSESSED else f", {f['status']}"
+        lines.append(f"  {f['role']}: {f['measure']} {_numbers(f)}{status} for {f['test']}")
+    lines += [f"  note: {note}" for note in suggestion["notes"]]
+    lines += [f"  also {other['status']}: {other['name']}" for other in reading["also_possible"]]
+    contradictions = reading["contradictions"]
+    if contradictions:
+        lines.append(f"contradictions ({len(contradictions)}):")
+        for c in contradictions[:CELLS_SHOWN]:
+            lines.append(f"  {c['field']} #{c['cell']}: {c['reason']}" if c["kind"] == "cell" else f"  {c['reason']}")
+        if len(contradictions) > CELLS_SHOWN:
+            lines.append(f"  and {len(contradictions) - CELLS_SHOWN} more (summary.json)")
+    lines += [f"note: {note}" for note in reading["notes"]]
+    return lines
