@@ -111,6 +111,7 @@ def analyze(
     microns_per_pixel: float | None = None,
     scale: str = "auto",
     adapt: bool = False,
+    blast_examples: Sequence[str | Path] = (),
     log: Callable[[str], None] = print,
     progress: Callable | None = None,
 ) -> dict:
@@ -134,6 +135,8 @@ def analyze(
             the white cells of the first fields, up to :data:`ADAPT_CELLS`; at least :data:`ADAPT_MIN_CELLS`), as a
             sample is one slide on one microscope. Off by default: it helps a mixed sample from a new microscope
             and harms a sample dominated by one cell type, as leukemic samples are (docs/domains.md).
+        blast_examples: folders of the lab's own blast images, added to the cell model's blast scorer's examples
+            (see :class:`leukolens.predict.CellReader`; docs/blasts.md).
     """
     if scale not in SCALE_MODES:
         raise LeukolensError(f"unknown scale {scale!r}: use one of {', '.join(SCALE_MODES)}")
@@ -151,7 +154,10 @@ def analyze(
         )
         log(f"leukolens: warning: {cell_note}")
     else:
-        reader = CellReader.from_checkpoint(cells, engine=engine, match_stain=match_stain)
+        reader = CellReader.from_checkpoint(cells, engine=engine, match_stain=match_stain,
+                                            blast_examples=blast_examples)
+        for _, message in reader.blast_skipped:
+            log(f"leukolens: skipped blast example {message}")
     classes = field_detector.classes
     white = tuple(c for c in classes if c not in NOT_WHITE)
     palette = Vocabulary("analyze", tuple(dict.fromkeys((*classes, *(reader.classes if reader else ())))))

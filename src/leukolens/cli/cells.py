@@ -1,8 +1,9 @@
-"""The cell model's commands: ``train cells``, ``eval cells``, ``predict cells`` and ``calibrate``."""
+"""The cell model's commands: ``train cells``, ``train blast``, ``eval cells``, ``predict cells`` and ``calibrate``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from leukolens.cli.common import (
@@ -19,12 +20,26 @@ from leukolens.cli.common import (
 from leukolens.data.augment import AUGMENT_PRESETS
 from leukolens.errors import LeukolensError
 from leukolens.models.cellnet import INPUT_NORMS
+from leukolens.train.blast import TrainBlastConfig
 from leukolens.train.calibrate import CalibrateConfig
 from leukolens.train.cells import TrainCellsConfig
 
 BACKBONES = ("efficientnet_lite0", "mobilenet_v2")
 STAIN_METHODS = ("none", "reinhard", "macenko")
 MATCH_STAIN_HELP = "bring each cell's colours to the training cells' first (images from another microscope or stain)"
+BLAST_EXAMPLES_HELP = (
+    "folders of your lab's own blast images (single cells): added to the blast scorer's examples for this run"
+)
+
+
+def blast_examples_argument(parser: argparse.ArgumentParser) -> None:
+    """``--blast-examples DIR [DIR ...]`` (``predict cells`` and ``analyze``)."""
+    parser.add_argument("--blast-examples", nargs="+", default=[], metavar="DIR", help=BLAST_EXAMPLES_HELP)
+
+
+def report_skipped_examples(skipped: list[tuple[str, str]]) -> None:
+    for _, message in skipped:
+        print(f"leukolens: skipped blast example {message}", file=sys.stderr)
 
 
 def preset_name(presets: dict, config) -> str:
@@ -65,6 +80,26 @@ def cmd_train_cells(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_blast(args: argparse.Namespace) -> int:
+    from leukolens.models.weights import resolve
+    from leukolens.train.blast import TrainBlastConfig, fit_blast
+
+    checkpoint = resolve("cells", args.checkpoint)
+    config = TrainBlastConfig(
+        checkpoint=str(checkpoint),
+        examples=tuple(args.examples),
+        data=args.data,
+        normal_examples=tuple(args.normal_examples),
+        out=args.out,
+        seed=args.seed,
+    )
+    report = fit_blast(config)
+    report_skipped_examples(report.skipped)
+    print(report.summary())
+    print(f"cell model with its blast scorer: {report.path}")
+    return 0
+
+
 def cmd_eval_cells(args: argparse.Namespace) -> int:
     from leukolens.eval.cells import evaluate_checkpoint, format_report
 
@@ -79,7 +114,10 @@ def cmd_predict_cells(args: argparse.Namespace) -> int:
     from leukolens.predict.output import cells_json
 
     paths = image_paths(args.images)
-    predictor = CellReader.from_checkpoint(args.checkpoint, match_stain=args.match_stain)
+    predictor = CellReader.from_checkpoint(
+        args.checkpoint, match_stain=args.match_stain, blast_examples=args.blast_examples
+    )
+    report_skipped_examples(predictor.blast_skipped)
     errors: list[tuple[str, str]] = []
     predictions = predictor.predict_files(paths, errors=errors)
     report_skipped(errors)
@@ -89,6 +127,8 @@ def cmd_predict_cells(args: argparse.Namespace) -> int:
         for p in predictions:
             attributes = ", ".join(f"{n} {a.value} ({a.probability:.2f})" for n, a in p.attributes.items())
             score = "" if p.atypicality is None else f"; atypicality {p.atypicality:.2f}: {p.verdict}"
+            if p.blast_probability is not None:
+                score += f"; blast {p.blast_probability:.2f}" + (": blast (suspected)" if p.blast_suspected else "")
             print(f"{p.source}: {p.label} ({p.probability:.2f}){score}" + (f"\n  {attributes}" if attributes else ""))
     return EXIT_PROBLEMS if errors else 0
 
@@ -153,6 +193,27 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
     option("--seed", "seed", int)
     cells.set_defaults(run=cmd_train_cells)
 
+    blast = train.add_parser(
+        "blast",
+        help="fit a cell model's blast score from folders of real blasts (the network is not trained; about a minute)",
+        description="Reads the example blasts, normal training cells (DATA's train split) and normal validation "
+        "cells (its val split) with the cell model, fits the blast score (morphology from the attribute heads, "
+        "prototypes of the examples, atypicality, combined by a regularised logistic regression) and its threshold "
+        "(at most 5% of validation cells called blast), and stores it, with the examples' embeddings, in the "
+        "checkpoint (docs/blasts.md).",
+    )
+    blast.add_argument("--checkpoint", help="cell model (default: the shipped one)")
+    blast.add_argument("--examples", nargs="+", required=True, metavar="DIR", help="folders of real blast images")
+    blast.add_argument(
+        "--normal-examples", nargs="*", default=[], metavar="DIR",
+        help="folders of non-blast cells from other microscopes, which the score learns to keep low",
+    )
+    option = config_options(blast, TrainBlastConfig)
+    option("--data", "data", help="normal cells with train and val splits (default %(default)s)")
+    option("--out", "out", help="where to write the checkpoint (default: over --checkpoint)")
+    option("--seed", "seed", int)
+    blast.set_defaults(run=cmd_train_blast)
+
     eval_cells = evaluate.add_parser("cells", help="class, attribute and calibration metrics")
     eval_cells.add_argument("--checkpoint", help="cell model (default: the shipped one)")
     eval_cells.add_argument("--data", required=True)
@@ -167,6 +228,7 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
     predict_cells.add_argument("--checkpoint", help="cell model (default: the shipped one)")
     json_argument(predict_cells, "write predictions as JSON ('-': print it)")
     predict_cells.add_argument("--match-stain", action="store_true", help=MATCH_STAIN_HELP)
+    blast_examples_argument(predict_cells)
     predict_cells.set_defaults(run=cmd_predict_cells)
 
     calibrate = commands.add_parser(

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import sys
 
-from leukolens.cli.cells import BACKBONES, MATCH_STAIN_HELP, STAIN_METHODS, preset_name
+from leukolens.cli.cells import BACKBONES, MATCH_STAIN_HELP, STAIN_METHODS, blast_examples_argument, preset_name
 from leukolens.cli.common import (
     EXIT_PROBLEMS,
     config_from_args,
@@ -96,6 +96,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         microns_per_pixel=args.microns_per_pixel,
         scale=args.scale,
         adapt=args.adapt,
+        blast_examples=args.blast_examples,
         log=lambda message: print(message, file=sys.stderr),
         progress=progress("analysing", unit="batch"),
     )
@@ -200,5 +201,6 @@ def add_commands(commands, *, train, evaluate) -> None:
     analyze.add_argument("--adapt", action="store_true",
                          help="adapt the cell model's normalisation to this sample's own white cells first (helps a "
                               "mixed sample from a new microscope; harms one dominated by one cell type)")
+    blast_examples_argument(analyze)
     _scale_arguments(analyze)
     analyze.set_defaults(run=cmd_analyze)

@@ -18,9 +18,9 @@ these two. A file is one dict, the envelope::
     {"format": "leukolens-checkpoint", "format_version": 1,
      "kind": "cells" | "detector" | "clip" | "gan" | "gan-training",
      "config": the network's config, "preprocess": Preprocess.as_dict(),
-     "inference": what using the weights needs besides (the cell model's attribute schema and atypicality scorer,
-                  the detector's counting threshold, the image-text model's text prototypes, the GAN's attribute
-                  combinations),
+     "inference": what using the weights needs besides (the cell model's attribute schema, atypicality scorer and,
+                  when fitted, blast scorer; the detector's counting threshold, the image-text model's text
+                  prototypes, the GAN's attribute combinations),
      "state_dict": the weights, "metrics": what they reached, "train": the training record,
      "extra": the state for --resume (optimisers, epoch)}
 
@@ -254,8 +254,8 @@ def migrate_legacy(payload: dict) -> dict:
 @dataclass
 class CellCheckpoint(PreprocessFields):
     """A cell model and what it needs to be used: the network config, the preprocessing (crop, normalisation,
-    stain reference, training colour statistics), the attribute schema's name, the fitted atypicality scorer, the
-    metrics it reached, and the training record."""
+    stain reference, training colour statistics), the attribute schema's name, the fitted atypicality and blast
+    scorers, the metrics it reached, and the training record."""
 
     kind: ClassVar[str] = "cells"
 
@@ -264,6 +264,7 @@ class CellCheckpoint(PreprocessFields):
     state_dict: dict[str, torch.Tensor]
     schema: str | None = None
     atypicality: dict | None = None
+    blast: dict | None = None  # the fitted blast scorer (models.blast.BlastScorer.as_dict); None in older files
     metrics: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # e.g. optimizer state for --resume
@@ -300,7 +301,10 @@ class CellCheckpoint(PreprocessFields):
         return model.eval()
 
     def to_envelope(self) -> dict:
-        return envelope_sections(self, {"schema": self.schema, "atypicality": self.atypicality})
+        inference = {"schema": self.schema, "atypicality": self.atypicality}
+        if self.blast is not None:  # files without a blast scorer stay as they were
+            inference["blast"] = self.blast
+        return envelope_sections(self, inference)
 
     @classmethod
     def from_envelope(cls, envelope: dict) -> CellCheckpoint:
@@ -311,6 +315,7 @@ class CellCheckpoint(PreprocessFields):
             state_dict=envelope["state_dict"],
             schema=inference.get("schema"),
             atypicality=inference.get("atypicality"),
+            blast=inference.get("blast"),
             **records(envelope),
         )
 
@@ -323,7 +328,7 @@ def from_model(
     Args:
         stain: the stored stain reference every crop is normalised to (``{"method", "reference"}``), if any.
         training_stain: the training cells' colour statistics in the same form, if known.
-        kwargs: the other :class:`CellCheckpoint` fields (schema, atypicality, metrics, train, extra).
+        kwargs: the other :class:`CellCheckpoint` fields (schema, atypicality, blast, metrics, train, extra).
     """
     spec = SPECS[model.config.backbone]
     preprocess = Preprocess.for_crops(

@@ -6,9 +6,12 @@
     'Monocyte'
 
 Each prediction (:class:`~leukolens.predict.results.CellPrediction`) carries the class with its probability, every
-attribute with its probability, and an atypicality score with the verdict "atypical, review" when the cell is unlike
-anything the model was trained on. :meth:`CellReader.read_cells` turns a field's detections into typed
-:class:`~leukolens.predict.results.PredictedCell` records. ``Predictor`` is the same class under its older name.
+attribute with its probability, an atypicality score with the verdict "atypical, review" when the cell is unlike
+anything the model was trained on, and, when the checkpoint holds a blast scorer (:mod:`leukolens.models.blast`),
+how blast-like the cell is (``blast_probability``) and whether it is a suspected blast. A lab adds its own blasts to
+the scorer's examples with ``CellReader.from_checkpoint(blast_examples=["our-blasts/"])``.
+:meth:`CellReader.read_cells` turns a field's detections into typed :class:`~leukolens.predict.results.PredictedCell`
+records. ``Predictor`` is the same class under its older name.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from leukolens.data.augment import normalize
 from leukolens.data.cells import crop_cell, load_image
 from leukolens.errors import LeukolensError
 from leukolens.models.atypicality import AtypicalityScorer, select_features
+from leukolens.models.blast import BlastScorer, example_images
 from leukolens.models.cellnet import CellNet
 from leukolens.models.checkpoint import CellCheckpoint, load_checkpoint
 from leukolens.predict import weights
@@ -84,6 +88,7 @@ class CellReader:
         batch_size: int = 64,
         threads: int | None = None,
         match_stain: bool = False,
+        blast_examples: Sequence[str | Path] = (),
     ):
         """Args:
         checkpoint: the loaded checkpoint.
@@ -92,9 +97,13 @@ class CellReader:
         match_stain: bring every crop's colours to the training cells' (Reinhard, with the statistics the
             checkpoint stores) before the model: for images from another microscope, camera or stain. Ignored when
             the checkpoint already normalises every crop (``stain``).
+        blast_examples: folders of a lab's own blast images (single cells), added to the blast scorer's examples;
+            unreadable images among them are skipped and listed in :attr:`blast_skipped`.
 
         Raises:
-            LeukolensError: ``match_stain`` with a checkpoint that stores no training colour statistics.
+            LeukolensError: ``match_stain`` with a checkpoint that stores no training colour statistics;
+                ``blast_examples`` with a checkpoint without a blast scorer, or a folder that is missing, holds no
+                image or no readable one.
         """
         self.checkpoint = checkpoint
         self._options = {"path": path, "engine": engine, "batch_size": batch_size, "threads": threads,
@@ -116,6 +125,32 @@ class CellReader:
             self.stain = stain_normalizer(checkpoint.training_stain)
         if threads:
             torch.set_num_threads(threads)
+        self.blast = BlastScorer.from_dict(checkpoint.blast) if checkpoint.blast else None
+        self.blast_skipped: list[tuple[str, str]] = []
+        if blast_examples:
+            self.blast = self._with_blast_examples(blast_examples)
+
+    def _with_blast_examples(self, folders: Sequence[str | Path]) -> BlastScorer:
+        """The blast scorer with the blasts in ``folders`` added to its examples, read as every cell is read."""
+        if self.blast is None:
+            raise LeukolensError(
+                "this cell model has no blast scorer, so --blast-examples cannot be used; fit one with "
+                "`leukolens train blast` (or `make weights-blast` for the shipped model)"
+            )
+        paths = example_images(folders)
+        crops, sources = [], []
+        for path in paths:
+            try:
+                crops.append(self.crop(self._open(path)))
+            except LeukolensError as error:
+                self.blast_skipped.append((str(path), str(error)))
+                continue
+            sources.append(str(path))
+        if not crops:
+            raise LeukolensError(f"blast examples {', '.join(map(str, folders))}: none of the images could be read")
+        embeddings = np.concatenate([self._outputs(np.stack(crops[i : i + self.batch_size]))[2]
+                                     for i in range(0, len(crops), self.batch_size)])
+        return self.blast.with_examples(embeddings, sources)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, **kwargs) -> CellReader:
@@ -133,22 +168,34 @@ class CellReader:
         crop = crop_cell(image, box, self.checkpoint.crop.input_size, self.checkpoint.crop.context)
         return self.stain(crop) if self.stain is not None else crop
 
+    def _outputs(self, crops: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """The network's outputs for one batch of crops: class probabilities ``[batch, classes]``, attribute name ->
+        probabilities ``[batch, values]``, the embedding ``[batch, features]`` and the attribute heads' pooled
+        features ``[batch, heads * 2 * hidden]``."""
+        batch = torch.from_numpy(np.ascontiguousarray(crops))
+        images = normalize(batch.permute(0, 3, 1, 2).float() / 255, self.checkpoint.mean, self.checkpoint.std)
+        class_logits, embedding, heads, *attribute_logits = self.engine(images.numpy())
+        attribute_probabilities = {name: _softmax(logits) for name, logits in zip(self._heads, attribute_logits)}
+        return _softmax(class_logits), attribute_probabilities, embedding, heads
+
     def predict_crops(self, crops: np.ndarray, sources: Sequence[str] | None = None) -> list[CellPrediction]:
         """Predictions for ``uint8`` crops ``[n, input, input, 3]`` made by :meth:`crop`."""
         results: list[CellPrediction] = []
         for start in range(0, len(crops), self.batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(crops[start : start + self.batch_size]))
-            images = normalize(batch.permute(0, 3, 1, 2).float() / 255, self.checkpoint.mean, self.checkpoint.std)
-            class_logits, embedding, heads, *attribute_logits = self.engine(images.numpy())
-            class_probabilities = _softmax(class_logits)  # [batch, classes]
-            attribute_probabilities = {name: _softmax(logits) for name, logits in zip(self._heads, attribute_logits)}
+            batch = crops[start : start + self.batch_size]
+            class_probabilities, attribute_probabilities, embedding, heads = self._outputs(batch)
             scores = None
             if self.scorer is not None:
                 scores = self.scorer.score(select_features(embedding, heads, self.scorer.features))
+            blast = None
+            if self.blast is not None:
+                values = {spec.name: spec.values for spec in self.checkpoint.config.attributes}
+                blast = self.blast.probability(attribute_probabilities, values, embedding, scores)
             for i in range(len(batch)):
                 results.append(
                     self._prediction(
-                        i, class_probabilities, attribute_probabilities, scores, sources[start + i] if sources else ""
+                        i, class_probabilities, attribute_probabilities, scores, sources[start + i] if sources else "",
+                        blast,
                     )
                 )
         return results
@@ -167,9 +214,11 @@ class CellReader:
         adapt_norm(model, images)
         checkpoint = copy.copy(self.checkpoint)
         checkpoint.state_dict = model.state_dict()
-        return CellReader(checkpoint, **{**self._options, "engine": "torch", "path": None})
+        reader = CellReader(checkpoint, **{**self._options, "engine": "torch", "path": None})
+        reader.blast = self.blast  # with any lab examples, embedded once
+        return reader
 
-    def _prediction(self, i, class_probabilities, attribute_probabilities, scores, source) -> CellPrediction:
+    def _prediction(self, i, class_probabilities, attribute_probabilities, scores, source, blast) -> CellPrediction:
         best = int(class_probabilities[i].argmax())
         attributes = {}
         for spec in self.checkpoint.config.attributes:
@@ -181,6 +230,7 @@ class CellReader:
                 {v: float(p) for v, p in zip(spec.values, probabilities)},
             )
         score = None if scores is None else float(scores[i])
+        blast_probability = None if blast is None else float(blast[i])
         return CellPrediction(
             label=self.classes[best],
             probability=float(class_probabilities[i][best]),
@@ -189,6 +239,8 @@ class CellReader:
             atypicality=score,
             atypical=score is not None and score > self.scorer.threshold,
             source=source,
+            blast_probability=blast_probability,
+            blast_suspected=blast_probability is not None and bool(self.blast.suspected(blast_probability)),
         )
 
     def predict(
