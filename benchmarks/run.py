@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import (
+    blasts,
     cell_domains,
     cells,
     clip,
@@ -38,6 +39,7 @@ BENCHMARKS = {
     "realism": synth_realism.run,
     "cells": cells.run,
     "cell_domains": cell_domains.run,
+    "blasts": blasts.run,
     "scale_sweep": scale_sweep.run,
     "detector": detector.run,
     "sparse": sparse.run,

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from leukolens.cli.cells import blast_examples_argument, report_skipped_examples
 from leukolens.cli.common import (
     EXIT_PROBLEMS,
     config_from_args,
@@ -50,7 +51,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from leukolens.predict.describe import ImageTextPredictor
     from leukolens.predict.output import describe_json
 
-    model = ImageTextPredictor.from_checkpoint(args.checkpoint, cells=args.cells)
+    model = ImageTextPredictor.from_checkpoint(args.checkpoint, cells=args.cells, blast_examples=args.blast_examples)
+    if model.cell_reader is not None:
+        report_skipped_examples(model.cell_reader.blast_skipped)
     errors: list[tuple[str, str]] = []
     descriptions = model.describe_files(image_paths(args.images), errors=errors)
     report_skipped(errors)
@@ -59,6 +62,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     if args.json != "-":
         for d in descriptions:
             scores = ", ".join(f"{n} {v} ({s:.2f})" for n, (v, s) in d.attributes.items())
+            if d.blast_probability is not None:
+                scores += ("; " if scores else "") + f"blast {d.blast_probability:.2f}"
             print(f"{d.source}: {d.sentence}\n  {d.label} ({d.label_score:.2f})" + (f"; {scores}" if scores else ""))
     return EXIT_PROBLEMS if errors else 0
 
@@ -130,6 +135,7 @@ def add_commands(commands, *, train, evaluate) -> None:
     describe.add_argument("images", nargs="+", help="single-cell images or folders of them")
     describe.add_argument("--checkpoint", help="image-text model (default: the shipped one)")
     describe.add_argument("--cells", help="its cell model calibrated to your microscope (leukolens calibrate)")
+    blast_examples_argument(describe)
     json_argument(describe, "write descriptions as JSON ('-': print it)")
     describe.set_defaults(run=cmd_describe)
 

@@ -40,7 +40,7 @@ from leukolens.io.common import IMAGE_SUFFIXES
 BLAST_MORPHOLOGY: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("cell_size", ("big",), "large cell"),
     ("nuclear_cytoplasmic_ratio", ("high",), "high nuclear-to-cytoplasmic ratio"),
-    ("chromatin_density", ("loosely",), "fine, loosely packed chromatin"),
+    ("chromatin_density", ("loosely",), "loosely packed (fine) chromatin"),
     ("granularity", ("no",), "no granules"),
     ("cytoplasm_colour", ("blue",), "blue (basophilic) cytoplasm"),
 )

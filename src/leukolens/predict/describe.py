@@ -7,13 +7,19 @@
 
 Describing needs no sentence encoder (the text prototypes are stored in the checkpoint); free-text queries load
 MiniLM on first use.
+
+When the image tower's cell model holds a blast scorer (:mod:`leukolens.models.blast`), every described cell also
+gets its ``blast_probability``; a suspected blast is named "blast (suspected)" in its sentence, followed by the
+attributes that read blast-like (the cell model's heads), e.g. "Blast-like: large cell, loosely packed (fine)
+chromatin and no granules."
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +40,13 @@ from leukolens.predict import weights
 from leukolens.records import SCHEMAS, AttributeSchema
 from leukolens.text.sentences import CLASS_KEY, class_sentence, compose
 
+if TYPE_CHECKING:
+    from leukolens.predict.cells import CellReader
+    from leukolens.predict.results import CellPrediction
+
+BLAST_NOUN = "Blast (suspected)"
+"""What a suspected blast is called in its sentence, in place of the image-text model's class."""
+
 
 @dataclass
 class Description:
@@ -45,6 +58,11 @@ class Description:
     attributes: dict[str, tuple[str, float]]  # name -> (value, score)
     sentence: str
     source: str = ""
+    # From the cell model's blast scorer (None / False / empty without one): how blast-like, whether suspected, and
+    # the morphological features that read blast-like.
+    blast_probability: float | None = None
+    blast_suspected: bool = False
+    blast_reasons: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         """The description as ``leukolens describe --json`` writes it (see docs/output-schema.md)."""
@@ -89,16 +107,67 @@ def describe(
     return out
 
 
+def _join(parts: Sequence[str]) -> str:
+    parts = list(parts)
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+GRANULE_DETAILS = ("granule_type", "granule_colour")
+"""Said together with granularity: a cell the blast scorer reads as without granules has no granule type or colour."""
+
+
+def blast_sentence(
+    description: Description, cell_attributes: Mapping[str, str], reasons: Sequence[str], *,
+    schema: AttributeSchema | None, morphology: Sequence[str],
+) -> str:
+    """The sentence of a suspected blast: "blast (suspected)" in place of the class, the attributes the image-text
+    model read except those the blast score looks at (``morphology``), which are stated as the cell model read them
+    (so that the sentence never contradicts its reasons), then the features that read blast-like.
+
+    Args:
+        cell_attributes: attribute name -> the cell model's value for this cell.
+        reasons: the blast-like features (:meth:`leukolens.models.blast.BlastScorer.reasons`).
+        morphology: the attributes the blast score looks at.
+    """
+    content = ((CLASS_KEY, BLAST_NOUN),)
+    if schema is not None:
+        read = {name: value for name, (value, _) in description.attributes.items()}
+        read.update({name: cell_attributes[name] for name in morphology if name in cell_attributes})
+        if read.get("granularity") == "no":
+            read.update({name: "nil" for name in GRANULE_DETAILS if name in read})
+        content += tuple((a.name, read[a.name]) for a in schema if a.name in read and read[a.name] in a.values)
+    return compose(content, schema=schema) + f" Blast-like: {_join(reasons)}."
+
+
+def with_blast(description: Description, prediction: CellPrediction, reader: CellReader,
+               schema: AttributeSchema | None) -> Description:
+    """``description`` with the cell model's blast reading of the same cell (the sentence rewritten when the cell is
+    a suspected blast)."""
+    description.blast_probability = prediction.blast_probability
+    description.blast_suspected = prediction.blast_suspected
+    if prediction.blast_suspected and reader.blast is not None:
+        description.blast_reasons = reader.blast.reasons(
+            {name: a.probabilities for name, a in prediction.attributes.items()}
+        )
+        description.sentence = blast_sentence(
+            description, {name: a.value for name, a in prediction.attributes.items()}, description.blast_reasons,
+            schema=schema, morphology=[name for name, _, _ in reader.blast.morphology],
+        )
+    return description
+
+
 class ImageTextPredictor:
     """A trained image-text model with its frozen image tower, ready to describe and to embed."""
 
     def __init__(
         self, checkpoint: ClipCheckpoint, *, path: Path | None = None, batch_size: int = 64,
-        cells: str | Path | None = None,
+        cells: str | Path | None = None, blast_examples: Sequence[str | Path] = (),
     ):
         """Args:
         cells: a cell model calibrated to a lab's microscope (``leukolens calibrate``) from the one this image-text
             model was trained on: its normalisation statistics replace the image tower's.
+        blast_examples: folders of a lab's own blast images for the cell model's blast scorer (see
+            :class:`~leukolens.predict.cells.CellReader`).
         """
         self.checkpoint = checkpoint
         self.path = path
@@ -108,6 +177,9 @@ class ImageTextPredictor:
         self.batch_size = batch_size
         self._tower: ImageTower | None = None
         self._encoder: SentenceEncoder | None = None
+        self.blast_examples = tuple(blast_examples)
+        self._cell_reader: CellReader | None = None
+        self._cell_reader_loaded = False
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, **kwargs) -> ImageTextPredictor:
@@ -131,6 +203,28 @@ class ImageTextPredictor:
                 self._tower = ImageTower(self.checkpoint.config.image_tower, check=False,
                                          cell_checkpoint=load_checkpoint(self.cells))
         return self._tower
+
+    @property
+    def cell_reader(self) -> CellReader | None:
+        """The image tower's cell model as a reader, when it holds a blast scorer (None otherwise)."""
+        if not self._cell_reader_loaded:
+            self._cell_reader_loaded = True
+            config = self.checkpoint.config.image_tower
+            if config.kind == "cellnet":
+                from leukolens.models.checkpoint import load_checkpoint
+                from leukolens.models.clip import resolve_cell_model
+                from leukolens.predict.cells import CellReader
+
+                path = self.cells if self.cells is not None else resolve_cell_model(config.cell_model)
+                cell_checkpoint = load_checkpoint(path)
+                if cell_checkpoint.blast:
+                    self._cell_reader = CellReader(cell_checkpoint, path=path, blast_examples=self.blast_examples)
+            if self._cell_reader is None and self.blast_examples:
+                raise LeukolensError(
+                    "the image-text model's cell model has no blast scorer, so --blast-examples cannot be used; fit "
+                    "one with `leukolens train blast`"
+                )
+        return self._cell_reader
 
     @property
     def encoder(self) -> SentenceEncoder:
@@ -192,4 +286,8 @@ class ImageTextPredictor:
         descriptions = self.describe_embeddings(embeddings)
         for path, description in zip(kept, descriptions):
             description.source = str(path)
+        reader = self.cell_reader
+        if reader is not None and kept:
+            for description, prediction in zip(descriptions, reader.predict_files(kept)):
+                with_blast(description, prediction, reader, self.schema)
         return descriptions
