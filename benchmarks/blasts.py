@@ -16,8 +16,11 @@ Protocol (fixed before any test cell was scored):
   blasts against each normal type (10 against 10), against all normal cells, and against the immature granulocytes;
   the share of each group called "blast (suspected)".
 - ``describe`` (the shipped image-text model over the same cell model): a sentence is blast-like when it says
-  "blast", open, fine or loosely packed chromatin, or nucleoli. Share of blast-like sentences for MYO and for mature
-  neutrophils (NGS), with the blast score and, for reference, from the image-text model alone.
+  "blast" (or names a myeloblast, lymphoblast or monoblast; an erythroblast is not a blast), open, fine or loosely
+  packed chromatin, or nucleoli. Share of blast-like sentences for MYO and for mature neutrophils (NGS), with the
+  blast score and, for reference, from the image-text model alone. (Fixed after the first run, in the measurement,
+  not the scorer: the first run's pattern also matched "erythroblast", and counted an NGS cell the image-text model
+  called "An erythroblast.")
 - Targets (issue 15): AUROC at least 0.95 against normal cells and 0.85 against immature granulocytes; at least 60%
   of blast descriptions blast-like, at most 5% of mature neutrophils'.
 """
@@ -45,7 +48,10 @@ BLASTS = ("MYO",)
 NORMAL = ("LYT", "MON", "NGS", "NGB", "EOS", "BAS")
 IMMATURE = ("PMO", "PMB", "MYB", "MMZ")
 OTHER = ("LYA", "KSC", "EBO")  # not in the protocol: how often they are called blast, for the record
-BLAST_LIKE = re.compile(r"blast|loosely packed|loose chromatin|open chromatin|fine chromatin|nucleol", re.I)
+# "blast" as a word or a blast's name (myeloblast, lymphoblast, monoblast), never "erythroblast" (a red-cell precursor)
+BLAST_LIKE = re.compile(
+    r"\b(?:myelo|lympho|mono)?blast\b|loosely packed|loose chromatin|open chromatin|fine chromatin|nucleol", re.I
+)
 TARGETS = {"normal": 0.95, "immature": 0.85, "blast_like_myo": 0.60, "blast_like_ngs": 0.05}
 
 
@@ -152,7 +158,7 @@ def run() -> str:
         + " (LYA atypical lymphocytes, KSC smudge cells, EBO erythroblasts).",
         "",
         "`describe` (shipped image-text model; blast-like: says blast, open, fine or loosely packed chromatin, or "
-        "nucleoli):",
+        "nucleoli; \"erythroblast\" does not count):",
         "",
         "| cells | blast-like sentences, with the blast score | image-text model alone | target |",
         "|---|---|---|---|",
