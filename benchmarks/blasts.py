@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from leukolens.data.cells import load_crops
+from leukolens.data.domains import WBC_CLASSES, typed_cells
 from leukolens.eval.metrics import auroc
 from leukolens.io.common import list_images
 from leukolens.models.blast import BlastScorer
@@ -43,7 +45,8 @@ from leukolens.predict.describe import ImageTextPredictor
 from leukolens.train.blast import image_crops, scores_of_crops
 
 REPO = Path(__file__).resolve().parents[1]
-MUNICH = REPO.parent / "shared" / "data" / "munich_aml_sample"
+SHARED = REPO.parent / "shared" / "data"
+MUNICH = SHARED / "munich_aml_sample"
 BLASTS = ("MYO",)
 NORMAL = ("LYT", "MON", "NGS", "NGB", "EOS", "BAS")
 IMMATURE = ("PMO", "PMB", "MYB", "MMZ")
@@ -86,6 +89,24 @@ def _scores(checkpoint_path: Path, groups: dict[str, list[Path]]) -> tuple[dict[
     return found, {"called": called, "scorer": scorer}
 
 
+def _other_microscopes(checkpoint_path: Path) -> list[str]:
+    """Not in the protocol: the share of normal cells from the cell model's other training microscopes (BCCD, Chula;
+    their validation and test cells, cut from their fields as ``analyze`` cuts them) called blast."""
+    reader = CellReader.from_checkpoint(checkpoint_path, engine="torch")
+    found = []
+    for name in ("bccd", "chula"):
+        cells = [c for c in typed_cells(SHARED / name) if c.split != "train"]
+        crops = load_crops([c.sample for c in cells], size=reader.checkpoint.crop.input_size,
+                           context=reader.checkpoint.crop.context)
+        called = [p.blast_suspected for p in reader.predict_crops(crops)]
+        labels = [WBC_CLASSES[c.sample.label] for c in cells]
+        per_type = ", ".join(
+            f"{t} {sum(c for c, lab in zip(called, labels) if lab == t)}/{labels.count(t)}" for t in sorted(set(labels))
+        )
+        found.append(f"{cells[0].domain} {np.mean(called):.0%} of {len(cells)} ({per_type})")
+    return found
+
+
 def _describe_shares(groups: dict[str, list[Path]]) -> dict[str, tuple[float, float]]:
     """Share of blast-like sentences for MYO and NGS: (with the blast score, image-text model alone)."""
     model = ImageTextPredictor.from_checkpoint()
@@ -107,6 +128,7 @@ def run() -> str:
     groups = _groups()
     scores, record = _scores(checkpoint_path, groups)
     shares = _describe_shares(groups)
+    elsewhere = _other_microscopes(checkpoint_path)
     scorer: BlastScorer = record["scorer"]
     kinds = ("morphology", "prototypes", "atypicality", "combination")
 
@@ -155,7 +177,9 @@ def run() -> str:
         f"| MYO (the blasts) | | | | | {record['called']['MYO']:.0%} |",
         "",
         "Not in the protocol, called blast: " + ", ".join(f"{c} {record['called'][c]:.0%}" for c in OTHER)
-        + " (LYA atypical lymphocytes, KSC smudge cells, EBO erythroblasts).",
+        + " (LYA atypical lymphocytes, KSC smudge cells, EBO erythroblasts). Normal cells of the cell model's other "
+        "training microscopes (validation and test cells, cut from their fields as `analyze` cuts them) called "
+        "blast: " + "; ".join(elsewhere) + ".",
         "",
         "`describe` (shipped image-text model; blast-like: says blast, open, fine or loosely packed chromatin, or "
         "nucleoli; \"erythroblast\" does not count):",
