@@ -58,3 +58,17 @@ def test_calibrate_adapts_batch_norm_statistics_unless_the_base_model_kept_them_
     assert torch.equal(before[stem_mean], after[stem_mean]) == frozen
     forced, _ = calibrate(base, *lab_cells(root, base.config.classes), CalibrateConfig(steps=20, adapt_norm=True))
     assert not torch.equal(before[stem_mean], forced.build().state_dict()[stem_mean])
+
+
+def test_calibrate_keeps_the_blast_scorer_only_while_the_network_statistics_stay(tmp_path):
+    from leukolens.predict.weights import default_checkpoint
+
+    if not default_checkpoint().is_file() or load_checkpoint(default_checkpoint()).blast is None:
+        pytest.skip("no shipped cell model with a blast scorer")
+    shipped = load_checkpoint(default_checkpoint())
+    root = lab_cells_folder(tmp_path / "lab", {"Lymphocyte": 5, "Basophil": 5})
+    cells = lab_cells(root, shipped.config.classes)
+    kept, report = calibrate(shipped, *cells, CalibrateConfig(steps=10, adapt_norm=False))
+    assert kept.blast is not None and kept.blast.keys() == shipped.blast.keys() and report.notes == ()
+    dropped, report = calibrate(shipped, *cells, CalibrateConfig(steps=10, adapt_norm=True))
+    assert dropped.blast is None and "leukolens train blast" in report.summary()

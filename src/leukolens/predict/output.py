@@ -146,6 +146,9 @@ def description_json(description) -> dict:
         "label_score": round(description.label_score, 4),
         "class_scores": _round(description.class_scores),
         "attributes": {k: {"value": v, "score": round(s, 4)} for k, (v, s) in description.attributes.items()},
+        "blast_probability": None if description.blast_probability is None else round(description.blast_probability, 4),
+        "blast_suspected": description.blast_suspected,
+        "blast_reasons": list(description.blast_reasons),
     }
 
 
@@ -232,6 +235,9 @@ _DESCRIPTION = _object(
         "label_score": _NUMBER,
         "class_scores": _map(_NUMBER),
         "attributes": _map(_object({"value": _STRING, "score": _NUMBER})),
+        "blast_probability": _ATYPICALITY,
+        "blast_suspected": {"type": "boolean"},
+        "blast_reasons": _array(_STRING),
     }
 )
 _SKIPPED = _object({"image": _STRING, "reason": _STRING})

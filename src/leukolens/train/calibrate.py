@@ -53,6 +53,7 @@ class CalibrationReport:
     cross_validated_accuracy: float
     base_accuracy: float  # the base model on the same cells, before calibration
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()
 
     def summary(self) -> str:
         counts = ", ".join(f"{c} {n}" for c, n in sorted(self.cells.items()))
@@ -62,6 +63,7 @@ class CalibrationReport:
         ]
         if self.new_classes:
             lines.append(f"learnt classes the base model did not know: {', '.join(self.new_classes)}")
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -205,8 +207,13 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
     with torch.inference_mode():
         base_logits = model.class_head(torch.from_numpy(base_embeddings)).numpy()
     base_accuracy = float((base_logits.argmax(1) == labels).mean())
+    notes = []
     if _adapts_norm(config, checkpoint):
         adapt_norm(model, _inputs(views, checkpoint))
+        if checkpoint.blast:
+            # Its normal and blast embeddings came from the base network's statistics, no longer this network's.
+            notes.append("the blast scorer was left out (new normalisation statistics): refit it with "
+                         "`leukolens train blast --checkpoint` on the calibrated model")
     embeddings, head_features = _embeddings(model, views, checkpoint)
 
     linear = model.class_head[-1]
@@ -231,6 +238,8 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
     w, b = fit_head(embeddings, view_labels, weight, bias, config)
 
     calibrated = copy.deepcopy(checkpoint)
+    if notes:
+        calibrated.blast = None
     state = {k: v.clone() for k, v in model.state_dict().items()}
     prefix = "class_head." + str(len(model.class_head) - 1)
     state[f"{prefix}.weight"] = torch.from_numpy(w).to(state[f"{prefix}.weight"].dtype)
@@ -261,6 +270,7 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
         cross_validated_accuracy=right / len(labels),
         base_accuracy=base_accuracy,
         seconds=time.time() - started,
+        notes=tuple(notes),
     )
     calibrated.metrics = {**checkpoint.metrics, "calibration": report.__dict__}
     calibrated.train = {**checkpoint.train, "calibrated_on": len(labels), "calibration_config": config.__dict__}
