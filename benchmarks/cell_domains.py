@@ -11,8 +11,10 @@ Protocol (fixed before any test domain was looked at):
   model's input size (``CropConfig(mode="box")``).
 - Settings compare what makes a model indifferent to the microscope: ``default`` augmentation (flips, turns, gentle
   stain and colour jitter), ``robust`` (strong HED stain jitter, hue, grey, blur, noise, vignetting, JPEG and a wider
-  zoom: :data:`leukolens.data.augment.AUGMENT_PRESETS`) and ``robust+frozen-norm`` (also every batch-norm layer
-  keeps its ImageNet statistics).
+  zoom: :data:`leukolens.data.augment.AUGMENT_PRESETS`), ``robust+frozen-norm`` (also every batch-norm layer
+  keeps its ImageNet statistics), ``+per-cell`` (also each crop standardised by its own colour statistics) and
+  ``+self-training`` (also the boxed, untyped white cells of TXL-PBC's Raabin-WBC and BCDD fields, typed by a
+  mean teacher where it is confident: :mod:`leukolens.train.unlabelled`).
 - Budget: ``EPOCHS`` epochs per model (an epoch budget, not minutes, so that a busy machine does not change the
   result), seed 0, the best epoch on the training domains' validation cells kept. A cell counts as right when the
   model's top class among all its classes is the true one.
@@ -50,7 +52,13 @@ SETTINGS = {
     "robust": {"augment": "robust", "freeze_norm": False},
     "robust+frozen-norm": {"augment": "robust", "freeze_norm": True},
     "robust+frozen-norm+per-cell": {"augment": "robust", "freeze_norm": True, "input_norm": "per-cell"},
+    "robust+frozen-norm+per-cell+self-training": {"augment": "robust", "freeze_norm": True, "input_norm": "per-cell",
+                                                  "self_training": True},
 }
+UNLABELLED = SHARED / "txl_pbc"
+UNLABELLED_SOURCES = ("Raabin-WBC", "BCDD")
+"""Self-training's unlabelled white cells: TXL-PBC's fields of two microscopes none of the typed domains comes from.
+BCDD is left out when BCCD is the never-seen domain: its fields may come from BCCD's microscope."""
 
 
 def run_config(setting: str, held_out: str, *, epochs: int = EPOCHS) -> TrainCellsConfig:
@@ -63,6 +71,8 @@ def run_config(setting: str, held_out: str, *, epochs: int = EPOCHS) -> TrainCel
         augment=AUGMENT_PRESETS[options["augment"]],
         freeze_norm=options["freeze_norm"],
         input_norm=options.get("input_norm", "dataset"),
+        unlabelled_data=(str(UNLABELLED),) if options.get("self_training") else (),
+        unlabelled_sources=tuple(s for s in UNLABELLED_SOURCES if not (held_out == "BCCD" and s == "BCDD")),
         epochs=epochs,
         patience=epochs,
     )

@@ -172,8 +172,10 @@ def test_train_cells_takes_more_microscopes_robust_augmentation_and_frozen_stati
     config = _config_from_command(
         monkeypatch, "leukolens.train.cells", "train_cells",
         ["train", "cells", "--data", "pbc", "--extra-data", "bccd", "chula", "--augment", "robust", "--freeze-norm",
-         "--no-atypicality", "--epochs", "3", "--input-norm", "per-cell"],
+         "--no-atypicality", "--epochs", "3", "--input-norm", "per-cell", "--unlabelled-data", "txl",
+         "--unlabelled-sources", "Raabin-WBC", "BCDD"],
     )
+    assert config.unlabelled_data == ("txl",) and config.unlabelled_sources == ("Raabin-WBC", "BCDD")
     assert config.extra_data == ("bccd", "chula") and config.freeze_norm and config.epochs == 3
     assert config.input_norm == "per-cell"
     assert config.augment == AUGMENT_PRESETS["robust"]

@@ -60,3 +60,43 @@ def test_time_budget_sets_the_last_epoch():
     assert _last_epoch_within_budget(config, [{"minutes": 5.0}, {"minutes": 8.0}], 1) == 2 + 5  # 20 min left, 4/epoch
     assert _last_epoch_within_budget(TrainCellsConfig(data="x", epochs=12), [{"minutes": 5.0}], 0) == 12
     assert _last_epoch_within_budget(config, [{"minutes": 27.9}], 0) == 1
+
+
+def test_self_training_learns_from_unlabelled_white_cells_of_another_microscope(tiny_data, tmp_path):
+    from leukolens.data.domains import white_cells
+    from leukolens.io.common import LeukolensError
+
+    bccd = str(sample_path("bccd"))
+    assert len(white_cells(bccd)) == 7 and white_cells(bccd, sources=("elsewhere",)) == []
+    logs = []
+    # A threshold of 0 keeps every teacher type: the loop is what is checked here, not what it learns.
+    train_cells(_config(tiny_data, tmp_path, unlabelled_data=(bccd,), pseudo_threshold=0.0), log=logs.append)
+    history = load_checkpoint(tmp_path / "last.pt").extra["history"]
+    assert "self-training on 7 unlabelled white cells" in logs
+    assert history[0]["pseudo_share"] == 1.0 and history[0]["pseudo"] > 0
+    with pytest.raises(LeukolensError, match="no white cells in sources elsewhere"):
+        train_cells(_config(tiny_data, tmp_path / "none", unlabelled_data=(bccd,), unlabelled_sources=("elsewhere",)),
+                    log=logs.append)
+
+
+def test_pseudo_labels_are_the_teacher_s_confident_types_on_the_strong_view():
+    import torch
+
+    from leukolens.models.cellnet import CellNet, CellNetConfig
+    from leukolens.train.unlabelled import UnlabelledBatch, pseudo_label_loss
+
+    torch.manual_seed(0)
+    model = CellNet(CellNetConfig(("a", "b")), pretrained=False).eval()
+    teacher = copy.deepcopy(model)
+    with torch.no_grad():
+        teacher.class_head[-1].bias.copy_(torch.tensor([10.0, -10.0]))  # sure of "a" for every cell
+        teacher.class_head[-1].weight.zero_()
+    batch = UnlabelledBatch(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32))
+    sure = pseudo_label_loss(model, teacher, batch, threshold=0.9)
+    logits = model(batch.strong).class_logits
+    expected = torch.nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+    assert sure["pseudo_share"] == 1.0 and torch.allclose(sure["pseudo"], expected, atol=1e-5)
+    with torch.no_grad():
+        teacher.class_head[-1].bias.zero_()  # 50:50: nothing confident enough
+    unsure = pseudo_label_loss(model, teacher, batch, threshold=0.9)
+    assert unsure["pseudo_share"] == 0.0 and unsure["pseudo"] == 0.0

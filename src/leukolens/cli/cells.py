@@ -156,6 +156,12 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
         "--extra-data", nargs="*", default=default(TrainCellsConfig, "extra_data"), metavar="PATH",
         help="more data sets (other microscopes): their typed white cells join in one vocabulary",
     )
+    option("--unlabelled-data", "unlabelled_data", nargs="*", metavar="PATH",
+           help="data sets whose boxed white cells teach without their types (self-training with a mean teacher)")
+    option("--unlabelled-sources", "unlabelled_sources", nargs="*", metavar="SOURCE",
+           help="only these sources of the unlabelled data sets (e.g. Raabin-WBC BCDD of TXL-PBC)")
+    option("--pseudo-threshold", "pseudo_threshold", float,
+           help="the teacher's confidence an unlabelled cell's type needs to become a target")
     option("--out", "out", help="folder for checkpoints (best.pt, last.pt)")
     option("--backbone", "backbone", choices=BACKBONES)
     option("--input-size", "input_size", int)

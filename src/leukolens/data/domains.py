@@ -150,3 +150,21 @@ def typed_cells(path: str | Path, *, attributes=(), log: ProblemLog | None = Non
             )
             cells.append(DomainCell(sample, domain, split or "train", slide))
     return cells
+
+
+def white_cells(path: str | Path, *, sources: tuple[str, ...] = (), log: ProblemLog | None = None) -> list[CellSample]:
+    """Every white cell a data set boxes, of every split, its type unknown (label :data:`IGNORE`): crops of other
+    microscopes to adapt to without labels (``train cells --unlabelled-data``).
+
+    A box is a white cell when it is labelled ``WBC`` or with a white-cell type. ``sources`` keeps only the fields of
+    these sources (a field's ``domain.source``, e.g. TXL-PBC's ``Raabin-WBC``); empty keeps all.
+    """
+    dataset = read_dataset(path, log=log or ProblemLog())
+    cells = []
+    for field in dataset.fields:
+        if sources and field.domain.source not in sources:
+            continue
+        for cell in field.cells:
+            if cell.label == "WBC" or canonical_class(cell.label) is not None:
+                cells.append(CellSample(field.image, cell.box.pixels_xyxy(field.size), field.size, IGNORE))
+    return cells

@@ -8,7 +8,7 @@ Each epoch ends with a validation pass; the best epoch (class accuracy plus mean
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from leukolens.models.backbones import SPECS
 from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
 from leukolens.models.checkpoint import from_model, load_checkpoint, save_checkpoint
 from leukolens.records import Dataset
+from leukolens.train.ema import ModelEMA
 from leukolens.train.loop import (
     Batches,
     MeanLosses,
@@ -37,6 +38,7 @@ from leukolens.train.loop import (
     warmup_cosine,
 )
 from leukolens.train.resume import restore_run
+from leukolens.train.unlabelled import UnlabelledBatch, pseudo_label_loss, unlabelled_batches
 
 
 @dataclass
@@ -54,6 +56,10 @@ class CellDataConfig:
     train_split: str = "train"
     val_split: str = "val"
     cache_dir: str = ".cache/leukolens"
+    # Data sets whose boxed white cells are used without their types, for self-training (train/unlabelled.py),
+    # and which of their sources (a field's domain.source; empty: all).
+    unlabelled_data: tuple[str, ...] = ()
+    unlabelled_sources: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,6 +89,11 @@ class CellOptimConfig:
     patience: int = 3
     max_minutes: float = 0.0  # stop after this long (0: no limit)
     seed: int = 0
+    # Self-training on unlabelled cells: the teacher's confidence a target needs, the weight of that loss, and the
+    # teacher's momentum. 0.8 rather than FixMatch's 0.95: label smoothing keeps this model's top probabilities low.
+    pseudo_threshold: float = 0.8
+    pseudo_weight: float = 1.0
+    teacher_momentum: float = 0.999
 
 
 @dataclass
@@ -235,11 +246,17 @@ def train_one_epoch(
     scheduler,
     config: CellOptimConfig,
     deadline: float | None = None,
+    unlabelled: Iterator[UnlabelledBatch] | None = None,
+    teacher: ModelEMA | None = None,
 ) -> dict[str, float]:
-    """One pass over ``batches`` (epoch ``epoch``, 0-based), one step each; returns the mean of each loss part."""
+    """One pass over ``batches`` (epoch ``epoch``, 0-based), one step each; returns the mean of each loss part.
+
+    With ``unlabelled`` batches and a ``teacher``, each step also learns the teacher's confident types of unlabelled
+    cells (:func:`leukolens.train.unlabelled.pseudo_label_loss`), and the teacher follows the model."""
     train_mode(model)
     attribute_names = tuple(a.name for a in model.config.attributes)
-    losses = MeanLosses(batches, ("total", "class", "attributes"))
+    names = ("total", "class", "attributes") + (("pseudo", "pseudo_share") if unlabelled is not None else ())
+    losses = MeanLosses(batches, names)
     for batch in batches:
         parts = cell_loss(
             model(batch.images),
@@ -249,7 +266,12 @@ def train_one_epoch(
             label_smoothing=config.label_smoothing,
             attribute_weight=config.attribute_weight,
         )
+        if unlabelled is not None:
+            parts.update(pseudo_label_loss(model, teacher.module, next(unlabelled), threshold=config.pseudo_threshold))
+            parts["total"] = parts["total"] + config.pseudo_weight * parts["pseudo"]
         optimisation_step(optimizer, scheduler, parts["total"])
+        if teacher is not None:
+            teacher.update(model)
         losses.add(parts)
         if past(deadline):
             break
@@ -304,6 +326,7 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
     )
     spec = SPECS[config.backbone]
     model = build_cell_model(config, classes, attributes)
+    unlabelled, teacher = _self_training(config, crop, model, rng=rng, generator=generator, log=log)
     optimizer = cell_optimizer(model, config)
     steps_per_epoch = len(train_samples) // config.batch_size
     # Linear warm-up, then cosine decay to the horizon, shortened when a time budget will end training early.
@@ -322,7 +345,8 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
         batches = cell_batches(train_crops, train_samples, config, rng=rng, generator=generator, mean=spec.mean,
                                std=spec.std)
         losses = train_one_epoch(model, optimizer, progress(f"epoch {epoch + 1}")(batches), epoch,
-                                 scheduler=scheduler, config=config, deadline=deadline)
+                                 scheduler=scheduler, config=config, deadline=deadline, unlabelled=unlabelled,
+                                 teacher=teacher)
         predictions = run_model(
             model, val_crops, input_size=crop.input_size, mean=spec.mean, std=spec.std, margin=crop.eval_margin
         )
@@ -377,6 +401,30 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
                 log(f"the time budget of {config.max_minutes} minutes allows no further epoch")
             break
     return out / "best.pt"
+
+
+def _self_training(config: TrainCellsConfig, crop: CropConfig, model: CellNet, *, rng, generator, log):
+    """The endless unlabelled batches and the teacher of self-training, or (None, None) without unlabelled data.
+
+    The teacher starts as the ImageNet-initialised model and follows it (a resumed run starts it afresh)."""
+    if not config.unlabelled_data:
+        return None, None
+    from leukolens.data.domains import white_cells
+
+    samples = [c for path in config.unlabelled_data for c in white_cells(path, sources=config.unlabelled_sources)]
+    if not samples:
+        raise LeukolensError(
+            f"--unlabelled-data {' '.join(config.unlabelled_data)}: no white cells"
+            + (f" in sources {', '.join(config.unlabelled_sources)}" if config.unlabelled_sources else "")
+        )
+    crops = load_crops(samples, size=crop.cache_size, context=crop.cache_context, cache_dir=Path(config.cache_dir),
+                       progress=progress("caching unlabelled crops"))
+    log(f"self-training on {len(samples):,} unlabelled white cells")
+    spec = SPECS[config.backbone]
+    batches = unlabelled_batches(crops, config.augment, input_size=crop.input_size, margin=crop.eval_margin,
+                                 batch_size=config.batch_size, rng=rng, generator=generator, mean=spec.mean,
+                                 std=spec.std)
+    return batches, ModelEMA(model, momentum=config.teacher_momentum)
 
 
 def _stain(config: TrainCellsConfig, samples, crop: CropConfig):
