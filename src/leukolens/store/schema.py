@@ -161,8 +161,9 @@ def schema_version(connection: sqlite3.Connection) -> int:
 
 def migrate(connection: sqlite3.Connection, *, target: int | None = None,
             migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
-    """Apply the migrations the database lacks, up to ``target`` (default: all), each in its own transaction; returns the versions
-    applied. The connection must be in autocommit mode (``isolation_level=None``).
+    """Apply the migrations the database lacks, up to ``target`` (default: all), each in its own transaction;
+    returns the versions applied. The connection must be in autocommit mode (``isolation_level=None``). A database
+    already up to date is only read: opening it never waits for another process's write.
 
     Raises:
         ArchiveError: the database is newer than this code (written by a later leukolens), or a migration left a
@@ -174,6 +175,8 @@ def migrate(connection: sqlite3.Connection, *, target: int | None = None,
     for migration in migrations:
         if migration.version > target:
             break
+        if schema_version(connection) >= migration.version:
+            continue  # checked again under the write lock below when it is not
         connection.execute("BEGIN IMMEDIATE")  # another process opening the same file waits here
         try:
             current = schema_version(connection)
