@@ -59,7 +59,9 @@ from leukolens.predict.fields import SCALE_MODES, Detector, find_images, load_fi
 from leukolens.predict.output import field_json
 from leukolens.predict.results import AnalyzedField, PredictedCell
 from leukolens.records import Vocabulary
+from leukolens.report.html import REPORT_NAME, write_report
 from leukolens.report.overlay import overlay_png
+from leukolens.report.table import CSV_NAME, write_cells_csv
 from leukolens.sample.differential import differential, summary_json
 from leukolens.sample.interpret import interpret
 
@@ -104,6 +106,7 @@ def analyze(
     detector: str | Path | None = None,
     cells: str | Path | None = None,
     overlays: bool = True,
+    report: bool = True,
     threshold: float | None = None,
     batch_size: int = 8,
     engine: str = "auto",
@@ -124,6 +127,8 @@ def analyze(
         cells: cell-model checkpoint (default: the shipped one; when it is missing the white cells are found but
             not typed, and the summary says so).
         overlays: also draw each field to PNG.
+        report: also write ``<out>/report.html`` and ``<out>/cells.csv`` (docs/report.md), last: a report that
+            fails is logged and noted in the summary, the results above stay.
         threshold: detector score threshold (default: the one stored in the detector checkpoint).
         match_stain: bring each white cell's colours to the cell model's training cells first (see
             :class:`leukolens.predict.CellReader`).
@@ -249,5 +254,17 @@ def analyze(
         raise LeukolensError(
             f"none of the {len(paths)} images could be read (see {out / 'summary.json'}); first: {skipped[0]['reason']}"
         )
+    if report:  # last: a report that fails loses none of the results written above
+        documents = [(stem, field_json(field, detector_info)) for stem, field in results]
+        try:
+            write_cells_csv(out, documents)
+            write_report(out, summary, documents)
+        except Exception as error:  # whatever broke the report, the analysis stands: noted, never fatal
+            for name in (CSV_NAME, REPORT_NAME):  # never leave an earlier run's report beside these results
+                (out / name).unlink(missing_ok=True)
+            note = f"report not written: {type(error).__name__}: {error}"
+            log(f"leukolens: warning: {note}")
+            summary["notes"].append(note)
+            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -44,6 +44,7 @@ def run_analyze_demo(out: Path) -> Path | None:
     """The main job on the bundled BCCD fields with the shipped weights: cells found, typed, described, counted."""
     from leukolens.analyze import analyze
     from leukolens.predict.weights import default_detector
+    from leukolens.report.html import REPORT_NAME
     from leukolens.sample.differential import format_summary as format_differential
 
     if not default_detector().is_file():
@@ -52,4 +53,7 @@ def run_analyze_demo(out: Path) -> Path | None:
     fields = sample_path("bccd") / "BCCD" / "JPEGImages"
     print(f"leukolens analyze {fields} --out {out}")
     print(format_differential(analyze([fields], out=out), out))
+    report = out / REPORT_NAME
+    if report.is_file():
+        print(f"report: {report.resolve()} (open it in a browser: one file, works offline, prints)")
     return out

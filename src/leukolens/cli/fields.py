@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from leukolens.cli.cells import BACKBONES, MATCH_STAIN_HELP, STAIN_METHODS, blast_examples_argument, preset_name
 from leukolens.cli.common import (
@@ -83,6 +84,7 @@ def cmd_eval_detector(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from leukolens.analyze import analyze
+    from leukolens.report.html import REPORT_NAME
     from leukolens.sample.differential import format_summary
 
     summary = analyze(
@@ -91,6 +93,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         detector=args.detector,
         cells=args.cells,
         overlays=not args.no_overlays,
+        report=not args.no_report,
         threshold=args.threshold,
         match_stain=args.match_stain,
         microns_per_pixel=args.microns_per_pixel,
@@ -101,6 +104,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         progress=progress("analysing", unit="batch"),
     )
     print(format_summary(summary, args.out))
+    report = Path(args.out) / REPORT_NAME
+    if not args.no_report and report.is_file():
+        print(f"report: {report}")
     return EXIT_PROBLEMS if summary["fields_skipped"] else 0
 
 
@@ -197,6 +203,8 @@ def add_commands(commands, *, train, evaluate) -> None:
     analyze.add_argument("--cells", help="cell-model checkpoint (default: the shipped one)")
     analyze.add_argument("--threshold", type=float, help="detector score threshold (default: the checkpoint's)")
     analyze.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
+    analyze.add_argument("--no-report", action="store_true",
+                         help="skip OUT/report.html (the sample's report, one self-contained file) and OUT/cells.csv")
     analyze.add_argument("--match-stain", action="store_true", help=MATCH_STAIN_HELP)
     analyze.add_argument("--adapt", action="store_true",
                          help="adapt the cell model's normalisation to this sample's own white cells first (helps a "
