@@ -54,7 +54,8 @@ def test_a_sample_goes_from_queued_to_done_field_by_field(archive):
     archive.complete_field(second.id, field_result("f2", ["Monocyte"]))
     archive.set_status(sample, DONE, summary={"fields_read": 2})
     record = archive.get_sample(sample)
-    assert (record.status, record.fields_done, record.summary, record.name) == (DONE, 2, {"fields_read": 2}, "patient 7")
+    assert (record.status, record.fields_done, record.name) == (DONE, 2, "patient 7")
+    assert record.summary == {"fields_read": 2}
     cells = archive.cells(sample)
     assert [(c.field, c.number, c.detector_class, c.model_type) for c in cells] == [
         ("f1", 1, "WBC", "Lymphocyte"), ("f1", 2, "RBC", None), ("f1", 3, "WBC", "Neutrophil"),
