@@ -40,6 +40,8 @@ call into another module; the calls inside a predictor are listed under it):
 Beside the JSON: ``report.overlay.overlay_png`` draws the same record to ``<out>/<stem>.png``, and
 ``sample.differential`` counts all the fields into ``<out>/summary.json`` with ``sample.interpret``'s reading of
 the sample (differential with intervals, blast %, flags, a suggestion with its evidence: docs/interpretation.md).
+Last, ``report.html`` writes ``<out>/report.html`` (the sample's report, one self-contained file) and
+``report.table`` ``<out>/cells.csv`` (docs/report.md).
 """
 
 from __future__ import annotations

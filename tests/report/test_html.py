@@ -307,3 +307,20 @@ def test_chromium_opens_the_report_offline_with_every_image_shown(demo_out, tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     page = Page(result.stdout)
     assert len(page.tiles) == 6 * 48 and all(len(t["images"]) == 1 for t in page.tiles)
+
+
+@pytest.mark.slow
+def test_the_demo_with_the_shipped_weights_ends_with_its_report_under_5_mb(tmp_path, capsys):
+    """What `make demo` prints last and writes: the demo sample's report with the shipped weights (about 0.4 MB)."""
+    from leukolens.cli.demo import run_analyze_demo
+    from leukolens.predict.weights import default_detector
+
+    if not default_detector().is_file():
+        pytest.skip(f"no shipped detector at {default_detector()}")
+    out = run_analyze_demo(tmp_path / "analyze")
+    report = out / REPORT_NAME
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith(f"report: {report.resolve()}")
+    assert report.stat().st_size < FIVE_MB
+    page = Page(report.read_text(encoding="utf-8"))
+    assert len(page.tiles) == len(white_cells(out)) > 0
+    assert all(len(t["images"]) == 1 and decode_data_uri(t["images"][0]) for t in page.tiles)
