@@ -153,10 +153,11 @@ class SQLiteArchive:
         connection.execute(begin)
         try:
             yield connection
+            connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:  # also when COMMIT itself failed: never leave a transaction open
+                connection.execute("ROLLBACK")
             raise
-        connection.execute("COMMIT")
 
     def _write(self):
         """One write transaction (the write lock taken at once: no deadlock between two writers)."""
