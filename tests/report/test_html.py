@@ -296,6 +296,15 @@ def test_the_report_is_written_from_files_alone(tmp_path, demo_out):
     assert decode_data_uri(overlay).size == (640, 480)  # the field itself, boxes drawn: no attribute panel
 
 
+def test_a_field_whose_image_is_gone_keeps_its_tiles_without_crops_and_says_why(tmp_path, demo_out):
+    summary = json.loads((demo_out / "summary.json").read_text())
+    (stem, document), *_ = field_documents(demo_out)
+    document = {**document, "image": str(tmp_path / "moved-away.jpg")}
+    page = Page(report_html(tmp_path, summary, [(stem, document)]))
+    assert len(page.tiles) == 48 and all(t["images"] == [] for t in page.tiles)
+    assert any("image not shown" in text and "moved-away.jpg" in text for text in page.text)
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (apt install "
                     "chromium): the report is not opened in a browser here")
 def test_chromium_opens_the_report_offline_with_every_image_shown(demo_out, tmp_path):

@@ -65,7 +65,9 @@ svg text { font: 12px system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans
   h2, h3 { break-after: avoid; }
   table, tr, figure, .tile, svg { break-inside: avoid; }
   a { color: inherit; text-decoration: none; }
-  .gallery { grid-template-columns: repeat(3, 1fr); }
+  /* inline blocks, three a row: a tile is never cut by a page break, whatever the browser does with grids */
+  .gallery { display: block; }
+  .tile { display: inline-block; width: 32.5%; margin: 0 0.5% 6px 0; vertical-align: top; }
 }
 """
 
