@@ -21,7 +21,7 @@ import argparse
 import sys
 
 from leukolens import __version__
-from leukolens.cli import cells, clip, data, fields, gan, synth
+from leukolens.cli import cells, clip, data, fields, gan, serve, synth
 from leukolens.cli.common import EXIT_PROBLEMS, EXIT_USAGE
 from leukolens.errors import LeukolensError
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_commands(commands, train=train, evaluate=evaluate)
     clip.add_commands(commands, train=train, evaluate=evaluate)
     synth.add_commands(commands)
+    serve.add_commands(commands)
     return parser
 
 
