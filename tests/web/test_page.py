@@ -24,6 +24,6 @@ def test_the_page_is_one_file_that_fetches_nothing_from_the_network(service):
 
 def test_the_page_in_headless_chromium():
     if shutil.which("chromium") is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; CI installs it in .ci/run)")
+        pytest.skip("Debian's chromium is not installed here (apt-get install chromium, then pip install playwright)")
     pytest.importorskip("playwright", reason="Playwright is not installed: pip install playwright")
     pytest.skip("the Chromium page test is not written yet: see docs/web.md, what is not done")
