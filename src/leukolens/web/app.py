@@ -175,7 +175,7 @@ def create_app(config: ServeConfig, *, archive: Archive | None = None) -> FastAP
         yield
         analyses.stop()
 
-    app = FastAPI(title="leukolens", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="leukolens", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Blood smear analysis: upload a sample's fields, review its cells, sign it.")
     app.state.archive, app.state.queue, app.state.config = archive, analyses, config
     app.add_middleware(Guard, upload_limit=config.max_upload_bytes)
