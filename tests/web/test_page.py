@@ -134,7 +134,10 @@ def test_the_page_in_headless_chromium(live_service, tmp_path):
             after = differential(page)
             assert after[model_type] == before[model_type] - 1
             assert after != before
-            expect(page.locator(f'.tile[data-cell="{cell_id}"]')).to_have_class(re.compile(r"\breviewed\b"))
+            moved = page.locator(f'.group[data-group="blast"] .tile[data-cell="{cell_id}"]')
+            expect(moved).to_have_class(re.compile(r"\breviewed\b"))  # the gallery regroups the cell
+            expect(page.locator('.group[data-group="blast"] h4')).to_have_text("blast (1)")
+            expect(page.locator(f'.group[data-group="{model_type}"] .tile')).to_have_count(before[model_type] - 1)
             assert page.locator("#message").inner_text() == ""
 
             # Search every archived cell by text: a word of this cell's sentence finds cells of this sample.
@@ -145,6 +148,7 @@ def test_the_page_in_headless_chromium(live_service, tmp_path):
             hits = page.locator("#hits .hit")
             expect(hits.first).to_be_visible()
             assert word in hits.first.inner_text().lower()
+            expect(hits.first).to_be_in_viewport()  # beside the sample, not below the open cell
             page.screenshot(path=shots / "web-search.png")
             hits.first.click()
             expect(page.locator("#cell h3")).to_contain_text("Cell ")
