@@ -81,6 +81,16 @@ def differential(page) -> dict[str, int]:
     return {row.get_attribute("data-type"): int(row.locator("td").nth(1).inner_text()) for row in rows}
 
 
+def every_image_shown(page, *, seconds: float = 30.0) -> None:
+    """Wait until every image of the sample view is loaded (polled from here: the page's CSP forbids the eval that
+    Playwright's ``wait_for_function`` polls with)."""
+    deadline = time.monotonic() + seconds
+    script = "[...document.querySelectorAll('#view img')].every((i) => i.src && i.complete && i.naturalWidth > 0)"
+    while not page.evaluate(script):
+        assert time.monotonic() < deadline, "the sample view's images did not load"
+        time.sleep(0.1)
+
+
 def test_the_page_in_headless_chromium(live_service, tmp_path):
     executable = chromium_path()
     from playwright.sync_api import expect, sync_playwright
@@ -113,7 +123,7 @@ def test_the_page_in_headless_chromium(live_service, tmp_path):
             assert sum(before.values()) == 6 * 48
             blasts_before = int(page.locator("#blasts").inner_text())
             expect(page.locator(".fields img").first).to_have_attribute("src", re.compile("^blob:"))
-            page.wait_for_function("[...document.querySelectorAll('.tile img')].every((i) => i.complete && i.src)")
+            every_image_shown(page)
             page.screenshot(path=shots / "web-sample.png")
 
             # Open a cell that the model did not call a blast, and call it one.
