@@ -3,8 +3,7 @@
 
 The Chromium test serves the app with uvicorn on a free local port, with the rigged detector (48 white cells a field)
 and the tiny cell model, so the analysis of the six demo fields takes seconds. Set ``LEUKOLENS_SCREENSHOTS`` to a
-folder to keep a screenshot of each view (docs/images/web-*.png come from ``benchmarks``-free runs of it with the
-shipped models: see docs/web.md).
+folder to keep a screenshot of each view (docs/web.md).
 """
 
 from __future__ import annotations
