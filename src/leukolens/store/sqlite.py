@@ -336,7 +336,7 @@ class SQLiteArchive:
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ArchiveError(f"offset must be a whole number >= 0, got {offset!r}")
         with self._read() as c:
-            rows = c.execute("SELECT * FROM samples WHERE ? IS NULL OR status = ? ORDER BY created DESC, id "
+            rows = c.execute("SELECT * FROM samples WHERE ? IS NULL OR status = ? ORDER BY created DESC, rowid DESC "
                              "LIMIT ? OFFSET ?", (status, status, _check_limit(limit), offset)).fetchall()
             return [self._sample(c, r) for r in rows]
 
