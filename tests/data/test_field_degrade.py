@@ -39,3 +39,16 @@ def test_presets_differ_in_what_they_change():
     assert default == FieldAugmentConfig()
     assert robust.stain_sigma > default.stain_sigma and robust.blur > 0 and robust.noise > 0
     assert robust.scale[0] < default.scale[0] and robust.scale[1] > default.scale[1]
+
+
+def test_hue_and_grey_windows_change_colour_not_brightness():
+    images = torch.rand(64, 3, 8, 8) * 0.5 + 0.25  # away from the clamp
+    generator = torch.Generator().manual_seed(0)
+    grey = degrade(images, FieldAugmentConfig(grayscale=1.0), generator)
+    assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey.mean(1), images.mean(1))
+    turned = degrade(images, FieldAugmentConfig(hue=0.25), generator)
+    changed = (turned - images).abs().flatten(1).amax(1) > 1e-3
+    assert 10 < changed.sum() < 54  # about half the windows
+    assert torch.allclose(turned.mean(1), images.mean(1), atol=1e-4)  # turned about the grey axis
+    robust = FIELD_AUGMENT_PRESETS["robust"]
+    assert robust.hue > 0 and robust.grayscale > 0

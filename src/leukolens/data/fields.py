@@ -180,6 +180,8 @@ class FieldAugmentConfig:
     saturation: float = 0.2
     blur: float = 0.0  # half the windows blurred by a Gaussian of sigma up to this (input pixels): focus, optics
     noise: float = 0.0  # half the windows get Gaussian sensor noise of standard deviation up to this (of 1.0)
+    hue: float = 0.0  # half the windows' hue turned by up to +- this many turns: stains that come out bluer or pinker
+    grayscale: float = 0.0  # probability of a grey window: monochrome cameras, faded stains
 
 
 FIELD_AUGMENT_PRESETS = {
@@ -189,7 +191,8 @@ FIELD_AUGMENT_PRESETS = {
     "default": FieldAugmentConfig(),
     # For unseen labs, microscopes and cameras: stronger stain and colour jitter, blur, noise, wider zoom.
     "robust": FieldAugmentConfig(
-        scale=(0.6, 1.6), stain_sigma=0.15, brightness=0.25, contrast=0.25, saturation=0.3, blur=1.5, noise=0.03
+        scale=(0.6, 1.6), stain_sigma=0.15, brightness=0.25, contrast=0.25, saturation=0.3, blur=1.5, noise=0.03,
+        hue=0.1, grayscale=0.1,
     ),
 }
 """Augmentation presets by name (``leukolens train detector --augment``)."""
@@ -214,8 +217,18 @@ def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def degrade(images: torch.Tensor, config: FieldAugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Optics and sensor: blur and noise on images in [0, 1] ``[batch, 3, h, w]``, each on a random half."""
+    """Camera, optics and sensor: hue, grey, blur and noise on images in [0, 1] ``[batch, 3, h, w]``, each but grey
+    on a random half."""
+    from leukolens.data.augment import hue_rotate  # the cell model's; augment imports this module's blur
+
     batch = images.shape[0]
+    if config.hue:
+        chosen = torch.rand(batch, generator=generator) < 0.5
+        turns = (torch.rand(batch, generator=generator) * 2 - 1) * config.hue * chosen
+        images = hue_rotate(images, turns).clamp(0, 1)
+    if config.grayscale:
+        grey = (torch.rand(batch, generator=generator) < config.grayscale).view(-1, 1, 1, 1)
+        images = torch.where(grey, images.mean(dim=1, keepdim=True).expand_as(images), images)
     if config.blur:
         chosen = torch.rand(batch, generator=generator) < 0.5
         images = gaussian_blur(images, torch.rand(batch, generator=generator) * config.blur * chosen)

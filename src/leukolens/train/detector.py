@@ -259,7 +259,7 @@ def make_batch(
     if a.stain_sigma:
         batch = hed_jitter(batch, a.stain_sigma, generator)
     batch = colour_jitter(batch, a.brightness, a.contrast, a.saturation, generator)
-    if a.blur or a.noise:
+    if a.blur or a.noise or a.hue or a.grayscale:
         batch = degrade(batch.clamp(0, 1), a, generator)
     return normalize(batch.clamp(0, 1), mean, std), boxes, labels, regions
 
