@@ -446,7 +446,8 @@ def run() -> str:
         "## Image-text model: cells and sentences composed from their morphology",
         "Frozen image tower (the shipped cell model's pooled embedding and its 11 attribute heads' pooled features, "
         f"{c['images'].shape[1]}-d after projection; cell model `{Path(resolve_cell_model(shipped.cell_model)).name}` "
-        f"network SHA-256 {(shipped.cell_network_sha256 or shipped.cell_model_sha256)[:12]}), frozen text tower (all-MiniLM-L6-v2 from its wheel), trained "
+        f"network SHA-256 {(shipped.cell_network_sha256 or shipped.cell_model_sha256)[:12]}), "
+        "frozen text tower (all-MiniLM-L6-v2 from its wheel), trained "
         "projections and temperature, multi-positive symmetric InfoNCE; trained with `leukolens train clip --data "
         f"../shared/data/pbc --epochs {EPOCHS}` (variants: `--sentences fixed`, `--image-tower imagenet`, "
         "`--text-tower transformer`, `--hold-out ...`). Note: the cell model's backbone was trained on these training "
