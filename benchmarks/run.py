@@ -26,6 +26,7 @@ from benchmarks import (
     io_speed,
     samples,
     scale_sweep,
+    serve_load,
     sim2real,
     sparse,
     synth_realism,
@@ -52,6 +53,7 @@ BENCHMARKS = {
     "sim2real": sim2real.run,
     "clip": clip.run,
     "gan": gan.run,
+    "serve_load": serve_load.run,
 }
 HEADER = """# Benchmarks
 
