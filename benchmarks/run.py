@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import (
+    archive_search,
     blasts,
     cell_domains,
     cells,
@@ -54,6 +55,7 @@ BENCHMARKS = {
     "clip": clip.run,
     "gan": gan.run,
     "serve_load": serve_load.run,
+    "archive_search": archive_search.run,
 }
 HEADER = """# Benchmarks
 
