@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from benchmarks.scale_sweep import REPO, SAMPLE, SHARED, estimated_factor, in_samples
+from benchmarks.scale_sweep import REPO, SAMPLE, SHARED, detect_both, estimated_factor, in_samples
 
 FIGURE = REPO / "docs" / "images" / "colour-sweep.png"
 PANEL = (320, 240)  # each field in the figure
@@ -160,22 +160,6 @@ TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 # ------------------------------------------------------------------------------------------------------ scoring
-def detect_both(detector, images: Sequence[np.ndarray], *, samples: Sequence[Sequence[int]]) -> dict:
-    """Detections with letterbox and with auto scale (one estimate per group of ``samples``), and the seconds each
-    took."""
-    pil = [Image.fromarray(image) for image in images]
-    started = time.perf_counter()
-    plain = detector.detect(pil, scale="letterbox", threshold=0.01)
-    letterbox_s = time.perf_counter() - started
-    auto: list = [None] * len(pil)
-    started = time.perf_counter()
-    for group in samples:
-        scale = detector.sample_scale([pil[i] for i in group])
-        for i, found in zip(group, detector.detect([pil[i] for i in group], threshold=0.01, field_scale=scale)):
-            auto[i] = found
-    return {"letterbox": plain, "auto": auto, "seconds": (letterbox_s, time.perf_counter() - started)}
-
-
 def scored(fields, found, detector) -> dict:
     """AP50 per class and mAP50 over the classes with boxes (COCO, :mod:`leukolens.eval.detection`)."""
     from leukolens.eval.detection import evaluate_detections
