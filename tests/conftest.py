@@ -64,3 +64,23 @@ def every_cell_a_wbc_detector():
         model.offset[-1].weight.zero_()
         model.offset[-1].bias.fill_(0.5)  # centres mid-cell
     return checkpoint_from_model(model, input_size=64, score_threshold=0.5)
+
+
+def tiny_cell_checkpoint():
+    """An untrained cell model with WBCAtt's heads, 64 px whole-image input, and an atypicality scorer fitted on
+    random features (threshold 0.5): the fields tests' stand-in for the shipped model."""
+    import numpy as np
+    import torch
+
+    from leukolens.data.cells import CropConfig
+    from leukolens.models.atypicality import fit_scorer
+    from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
+    from leukolens.models.checkpoint import from_model
+    from leukolens.records import PBC_CLASSES, WBCATT_SCHEMA
+
+    torch.manual_seed(0)
+    heads = tuple(AttributeSpec(a.name, a.values) for a in WBCATT_SCHEMA)
+    model = CellNet(CellNetConfig(PBC_CLASSES.names, heads), pretrained=False).eval()
+    scorer = fit_scorer(np.random.default_rng(0).normal(size=(50, 1280)), np.arange(50) % 7, components=8)
+    scorer.threshold = 0.5
+    return from_model(model, CropConfig(input_size=64, mode="image"), schema="wbcatt", atypicality=scorer.as_dict())

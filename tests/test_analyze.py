@@ -10,12 +10,9 @@ from PIL import Image
 
 from leukolens.analyze import analyze
 from leukolens.cli import main
-from leukolens.data.cells import CropConfig
 from leukolens.demo import sample_path
 from leukolens.io.common import LeukolensError
-from leukolens.models.atypicality import fit_scorer
-from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
-from leukolens.models.checkpoint import from_model, save_checkpoint
+from leukolens.models.checkpoint import save_checkpoint
 from leukolens.models.detector import load_detector, save_detector
 from leukolens.predict.output import SCHEMA_VERSION, validate
 from leukolens.predict.scale import (
@@ -29,7 +26,7 @@ from leukolens.predict.scale import (
 )
 from leukolens.predict.weights import default_detector
 from leukolens.records import BLOOD_CELLS, PBC_CLASSES, WBCATT_SCHEMA
-from tests.conftest import every_cell_a_wbc_detector
+from tests.conftest import every_cell_a_wbc_detector, tiny_cell_checkpoint
 
 FIELDS = ("BloodImage_00007.jpg", "BloodImage_00015.jpg")
 
@@ -52,14 +49,7 @@ def tiny_detector(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_cells(tmp_path_factory):
-    torch.manual_seed(0)
-    heads = tuple(AttributeSpec(a.name, a.values) for a in WBCATT_SCHEMA)
-    model = CellNet(CellNetConfig(PBC_CLASSES.names, heads), pretrained=False).eval()
-    scorer = fit_scorer(np.random.default_rng(0).normal(size=(50, 1280)), np.arange(50) % 7, components=8)
-    scorer.threshold = 0.5
-    checkpoint = from_model(model, CropConfig(input_size=64, mode="image"), schema="wbcatt",
-                            atypicality=scorer.as_dict())
-    return save_checkpoint(checkpoint, tmp_path_factory.mktemp("cells") / "tiny-cells.pt")
+    return save_checkpoint(tiny_cell_checkpoint(), tmp_path_factory.mktemp("cells") / "tiny-cells.pt")
 
 
 def _sample_folder(tmp_path):

@@ -13,23 +13,17 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from leukolens.analyze import analyze
 from leukolens.cli import main
-from leukolens.data.cells import CropConfig
 from leukolens.demo import sample_path
-from leukolens.models.atypicality import fit_scorer
-from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
-from leukolens.models.checkpoint import from_model, save_checkpoint
+from leukolens.models.checkpoint import save_checkpoint
 from leukolens.models.detector import save_detector
-from leukolens.records import PBC_CLASSES, WBCATT_SCHEMA
 from leukolens.report.html import REPORT_NAME, report_html, write_report
 from leukolens.report.table import COLUMNS, CSV_NAME
-from tests.conftest import every_cell_a_wbc_detector
+from tests.conftest import every_cell_a_wbc_detector, tiny_cell_checkpoint
 
 FIVE_MB = 5 * 1024 * 1024
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -102,14 +96,7 @@ def tiny_models(tmp_path_factory):
     """The rigged detector (every output cell a white cell) and an untrained cell model with WBCAtt's heads."""
     folder = tmp_path_factory.mktemp("models")
     detector = save_detector(every_cell_a_wbc_detector(), folder / "tiny-detector.pt")
-    torch.manual_seed(0)
-    heads = tuple(AttributeSpec(a.name, a.values) for a in WBCATT_SCHEMA)
-    model = CellNet(CellNetConfig(PBC_CLASSES.names, heads), pretrained=False).eval()
-    scorer = fit_scorer(np.random.default_rng(0).normal(size=(50, 1280)), np.arange(50) % 7, components=8)
-    scorer.threshold = 0.5
-    checkpoint = from_model(model, CropConfig(input_size=64, mode="image"), schema="wbcatt",
-                            atypicality=scorer.as_dict())
-    return detector, save_checkpoint(checkpoint, folder / "tiny-cells.pt")
+    return detector, save_checkpoint(tiny_cell_checkpoint(), folder / "tiny-cells.pt")
 
 
 DEMO_FIELDS = sample_path("bccd") / "BCCD" / "JPEGImages"

@@ -4,22 +4,16 @@ summary kept, and the interpretation recomputed from the stored cells equal to t
 import json
 import shutil
 
-import numpy as np
 import pytest
-import torch
 
 from leukolens.analyze import analyze
-from leukolens.data.cells import CropConfig
 from leukolens.demo import sample_path
 from leukolens.errors import LeukolensError
-from leukolens.models.atypicality import fit_scorer
-from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
-from leukolens.models.checkpoint import from_model, save_checkpoint
+from leukolens.models.checkpoint import save_checkpoint
 from leukolens.models.detector import save_detector
-from leukolens.records import PBC_CLASSES, WBCATT_SCHEMA
 from leukolens.sample import interpretation_json
 from leukolens.store import DONE, content_hash, import_analysis, resume_import
-from tests.conftest import every_cell_a_wbc_detector
+from tests.conftest import every_cell_a_wbc_detector, tiny_cell_checkpoint
 
 FIELDS = ("BloodImage_00007.jpg", "BloodImage_00015.jpg")
 
@@ -31,13 +25,7 @@ def analysed(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LEUKOLENS_CACHE", str(root / "cache"))
         detector = save_detector(every_cell_a_wbc_detector(), root / "detector.pt")
-        torch.manual_seed(0)
-        heads = tuple(AttributeSpec(a.name, a.values) for a in WBCATT_SCHEMA)
-        model = CellNet(CellNetConfig(PBC_CLASSES.names, heads), pretrained=False).eval()
-        scorer = fit_scorer(np.random.default_rng(0).normal(size=(50, 1280)), np.arange(50) % 7, components=8)
-        scorer.threshold = 0.5
-        cells = save_checkpoint(from_model(model, CropConfig(input_size=64, mode="image"), schema="wbcatt",
-                                           atypicality=scorer.as_dict()), root / "cells.pt")
+        cells = save_checkpoint(tiny_cell_checkpoint(), root / "cells.pt")
         folder = root / "sample"
         folder.mkdir()
         for name in FIELDS:

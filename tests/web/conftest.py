@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
-import torch
 
-from leukolens.data.cells import CropConfig
 from leukolens.demo import sample_path
-from leukolens.models.atypicality import fit_scorer
-from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
-from leukolens.models.checkpoint import from_model, save_checkpoint
+from leukolens.models.checkpoint import save_checkpoint
 from leukolens.models.detector import save_detector
-from leukolens.records import PBC_CLASSES, WBCATT_SCHEMA
 from leukolens.web import ServeConfig
 from leukolens.web.worker import Models
-from tests.conftest import every_cell_a_wbc_detector
+from tests.conftest import every_cell_a_wbc_detector, tiny_cell_checkpoint
 
 
 def need_web() -> None:
@@ -33,14 +27,7 @@ FIELDS = ("BloodImage_00007.jpg", "BloodImage_00015.jpg")
 def tiny_models(tmp_path_factory) -> tuple:
     folder = tmp_path_factory.mktemp("web-models")
     detector = save_detector(every_cell_a_wbc_detector(), folder / "tiny-detector.pt")
-    torch.manual_seed(0)
-    heads = tuple(AttributeSpec(a.name, a.values) for a in WBCATT_SCHEMA)
-    model = CellNet(CellNetConfig(PBC_CLASSES.names, heads), pretrained=False).eval()
-    scorer = fit_scorer(np.random.default_rng(0).normal(size=(50, 1280)), np.arange(50) % 7, components=8)
-    scorer.threshold = 0.5
-    checkpoint = from_model(model, CropConfig(input_size=64, mode="image"), schema="wbcatt",
-                            atypicality=scorer.as_dict())
-    cells = save_checkpoint(checkpoint, folder / "tiny-cells.pt")
+    cells = save_checkpoint(tiny_cell_checkpoint(), folder / "tiny-cells.pt")
     return detector, cells
 
 
