@@ -52,3 +52,13 @@ def test_a_model_trained_with_fixed_statistics_is_not_adapted_to_a_sample():
         adapted, note = adapt_reader(reader, crops)
         assert (adapted is not reader) == adapts
         assert ("not adapted" in note) == frozen
+
+
+def test_each_prediction_carries_the_embedding_of_its_forward_pass():
+    reader = CellReader.from_checkpoint(engine="torch")
+    images = sorted((sample_path("pbc")).rglob("*.jpg"))[:3]
+    crops = np.stack([reader.crop(Image.open(p).convert("RGB")) for p in images])
+    predictions = reader.predict_crops(crops)
+    _, _, embedding, _ = reader._outputs(crops)
+    assert all(np.allclose(p.embedding, e, atol=1e-5) for p, e in zip(predictions, embedding))
+    assert "embedding" not in predictions[0].as_dict()  # not written to JSON

@@ -195,7 +195,7 @@ class CellReader:
                 results.append(
                     self._prediction(
                         i, class_probabilities, attribute_probabilities, scores, sources[start + i] if sources else "",
-                        blast,
+                        blast, embedding[i],
                     )
                 )
         return results
@@ -218,7 +218,9 @@ class CellReader:
         reader.blast = self.blast  # with any lab examples, embedded once
         return reader
 
-    def _prediction(self, i, class_probabilities, attribute_probabilities, scores, source, blast) -> CellPrediction:
+    def _prediction(
+        self, i, class_probabilities, attribute_probabilities, scores, source, blast, embedding
+    ) -> CellPrediction:
         best = int(class_probabilities[i].argmax())
         attributes = {}
         for spec in self.checkpoint.config.attributes:
@@ -241,6 +243,7 @@ class CellReader:
             source=source,
             blast_probability=blast_probability,
             blast_suspected=blast_probability is not None and bool(self.blast.suspected(blast_probability)),
+            embedding=np.array(embedding),
         )
 
     def predict(

@@ -94,6 +94,8 @@ class CellPrediction:
     # How blast-like the cell is, 0-1 (None without a blast scorer), and whether that passes the scorer's threshold.
     blast_probability: float | None = None
     blast_suspected: bool = False
+    # The cell model's pooled embedding ``[features]`` (what "cells like this one" compares); not written to JSON.
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_blast(self) -> bool:

@@ -80,14 +80,9 @@ def open_field(archive: Archive, field: FieldRecord) -> Image.Image:
         raise LeukolensError(f"field {field.name!r}: cannot read its image ({error})") from None
 
 
-def embeddings(reader: CellReader, image: Image.Image, detections, cells: list[PredictedCell]) -> dict[int, np.ndarray]:
+def embeddings(cells: list[PredictedCell]) -> dict[int, np.ndarray]:
     """The cell model's embedding of each typed cell, by cell number: what "cells like this one" compares."""
-    typed = [(i, c.number) for i, c in enumerate(cells) if c.prediction is not None]
-    if not typed:
-        return {}
-    crops = np.stack([reader.crop(image, tuple(detections.boxes[i])) for i, _ in typed])  # [cells, size, size, 3]
-    vectors = reader._outputs(crops)[2]  # [cells, features]; the same forward pass as read_cells'
-    return {number: vectors[k] for k, (_, number) in enumerate(typed)}
+    return {c.number: c.prediction.embedding for c in cells if c.prediction is not None}
 
 
 def analyse_sample(archive: Archive, sample_id: str, models: Models, *,
@@ -114,7 +109,7 @@ def analyse_sample(archive: Archive, sample_id: str, models: Models, *,
         detections = models.detector.detect([image], field_scale=scale)[0]
         if models.reader is not None:
             cells = models.reader.read_cells([(image, detections)], read=models.white)[0]
-            vectors = embeddings(models.reader, image, detections, cells)
+            vectors = embeddings(cells)
         else:
             cells, vectors = [PredictedCell.detected(detections, i) for i in range(len(detections))], {}
         analysed = AnalyzedField(Path(field.name), image.width, image.height, cells=cells,
