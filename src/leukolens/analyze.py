@@ -94,8 +94,7 @@ def adapt_reader(reader: CellReader, crops: list[np.ndarray]) -> tuple[CellReade
     sample has fewer than :data:`ADAPT_MIN_CELLS`; and a note saying which."""
     if len(crops) < ADAPT_MIN_CELLS:
         return reader, f"{len(crops)} white cells: too few to adapt the cell model to this sample"
-    if (reader.checkpoint.train or {}).get("freeze_norm"):
-        # Its weights learnt around ImageNet's statistics: re-estimating them costs accuracy (docs/domains.md).
+    if reader.checkpoint.fixed_norm_statistics:
         return reader, "cell model trained with fixed normalisation statistics: not adapted to this sample"
     note = f"cell model adapted to this sample's first {min(len(crops), ADAPT_CELLS)} white cells"
     return reader.adapted(np.stack(crops[:ADAPT_CELLS])), note

@@ -17,7 +17,7 @@ def test_describe_with_a_calibrated_cell_model(tmp_path, capsys):
     _, before = plain.embed_files(image)
     _, after = adapted.embed_files(image)
     # A base model trained with fixed statistics keeps them through calibration (only its head is refit).
-    new_statistics = not calibrated.train.get("freeze_norm", False)
+    new_statistics = not calibrated.fixed_norm_statistics
     assert before.shape == after.shape and (abs(before - after).max() > 1e-4) == new_statistics
     assert adapted.identity != plain.identity  # a gallery index built with one is not reused by the other
     assert calibrated.metrics["calibration"]["cells"]["Monocyte"] == 5

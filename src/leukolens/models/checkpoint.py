@@ -269,6 +269,12 @@ class CellCheckpoint(PreprocessFields):
     train: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # e.g. optimizer state for --resume
 
+    @property
+    def fixed_norm_statistics(self) -> bool:
+        """Trained with ImageNet's batch-norm statistics kept (``--freeze-norm``): its weights learnt around them,
+        so re-estimating them on a sample or a lab's cells costs accuracy (docs/domains.md)."""
+        return bool((self.train or {}).get("freeze_norm", False))
+
     # The fields before the preprocessing record, as properties (input_size, mean, std from PreprocessFields)
     @property
     def crop(self) -> CropConfig:

@@ -128,7 +128,7 @@ def _inputs(crops: np.ndarray, checkpoint) -> torch.Tensor:
 def _adapts_norm(config: CalibrateConfig, checkpoint) -> bool:
     if config.adapt_norm is not None:
         return config.adapt_norm
-    return not (checkpoint.train or {}).get("freeze_norm", False)
+    return not checkpoint.fixed_norm_statistics
 
 
 @torch.inference_mode()
