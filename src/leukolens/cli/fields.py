@@ -141,6 +141,8 @@ def _train_detector_parser(train) -> None:
     option("--classes", "classes", nargs="*", help="train only these classes, e.g. WBC")
     option("--sources", "sources", nargs="*",
            help="keep only --data fields from these sources (e.g. BCDD PBC Raabin-WBC)")
+    option("--exclude-sources", "exclude_sources", nargs="*",
+           help="leave every field of these sources out of every data set (e.g. Chula-WBC: a held-out source)")
     option("--domain-key", "domain_key", choices=("source", "microscope", "camera", "magnification", "stain"),
            help="what --sources names (e.g. microscope: --sources high-cost for synthetic fields)")
     parser.add_argument(

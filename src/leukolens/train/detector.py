@@ -100,6 +100,9 @@ class DetectorDataConfig:
     augment: FieldAugmentConfig = field(default_factory=FieldAugmentConfig)
     classes: tuple[str, ...] = ()  # train only these of the data set's classes (empty: all)
     sources: tuple[str, ...] = ()  # keep only the primary data set's fields from these sources (empty: all)
+    # Leave every field of these sources out of every data set, training and validation alike: a source held out
+    # entirely, as the leave-one-source-out benchmark needs (values of ``domain_key``).
+    exclude_sources: tuple[str, ...] = ()
     domain_key: str = "source"  # the Domain field ``sources`` names: source, microscope, camera, magnification
     annotated_fraction: float = 1.0  # < 1: simulate sparse labels (data/sparse.py)
     sparse_mode: str = "masked"  # naive | masked | pseudo
@@ -167,10 +170,13 @@ def training_fields(config: TrainDetectorConfig, log: Callable[[str], None]):
     if config.sparse_mode not in SPARSE_MODES:
         raise LeukolensError(f"unknown sparse mode {config.sparse_mode!r}: use one of {', '.join(SPARSE_MODES)}")
 
+    def held_in(fields: list[Field]) -> list[Field]:
+        return [f for f in fields if getattr(f.domain, config.domain_key) not in config.exclude_sources]
+
     def chosen(fields: list[Field]) -> list[Field]:
         if not config.sources:
-            return fields
-        return [f for f in fields if getattr(f.domain, config.domain_key) in config.sources]
+            return held_in(fields)
+        return held_in([f for f in fields if getattr(f.domain, config.domain_key) in config.sources])
 
     train = chosen(primary.splits.get("train", []))
     val = {Path(config.data).name: _every(chosen(primary.splits.get("val", [])), config.val_fields)}
@@ -185,24 +191,29 @@ def training_fields(config: TrainDetectorConfig, log: Callable[[str], None]):
         val = {n: sparsify(fs, config.annotated_fraction, mode="masked", seed=config.seed) for n, fs in val.items()}
         log(f"sparse labels: {config.annotated_fraction:.0%} of each field annotated, mode {config.sparse_mode}; "
             f"{sum(len(f.cells) for f in train):,} training boxes kept")
-    sources = {f.domain.source for f in primary.fields}
+    sources = {f.domain.source for f in chosen(primary.fields)}  # the sources the primary set brings
     extra: list[tuple[list[Field], tuple[str, ...]]] = []  # (training fields, classes they teach) per data set
     taught_by_val: dict[str, tuple[str, ...]] = {}
     for path in config.extra_data:
         dataset, taught = _extra_dataset(path, classes, config.extra_classes)
-        kept = [f for f in dataset.splits.get("train", []) if f.domain.source not in sources]
+        kept = held_in([f for f in dataset.splits.get("train", []) if f.domain.source not in sources])
+        if not kept:
+            log(f"{path}: no training fields left (sources held out: {', '.join(config.exclude_sources)})")
+            continue
         if config.annotated_fraction < 1:
             kept = sparsify(kept, config.annotated_fraction, mode=config.sparse_mode, seed=config.seed)
         log(f"{path}: {len(kept)} training fields teaching {', '.join(taught) or 'every class'} (left out "
             f"{len(dataset.splits.get('train', [])) - len(kept)} from sources the primary data set has: "
             f"{', '.join(sorted(s for s in sources if s))})")
         extra.append((kept, taught))
-        val_fields = [f for f in dataset.splits.get("val", []) if f.domain.source not in sources]
+        val_fields = held_in([f for f in dataset.splits.get("val", []) if f.domain.source not in sources])
         if config.annotated_fraction < 1:
             val_fields = sparsify(val_fields, config.annotated_fraction, mode="masked", seed=config.seed)
         if config.extra_val_fields and val_fields:
-            val[Path(path).name] = _every(val_fields, config.extra_val_fields)
-            taught_by_val[Path(path).name] = taught
+            name = Path(path).name
+            name = f"{name} (extra)" if name in val else name  # the primary set's other sources as extra data
+            val[name] = _every(val_fields, config.extra_val_fields)
+            taught_by_val[name] = taught
     return classes, train, extra, val, taught_by_val
 
 
