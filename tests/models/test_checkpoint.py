@@ -17,6 +17,7 @@ from leukolens.models.checkpoint import (
     FORMAT_VERSION,
     CellCheckpoint,
     from_model,
+    load_any_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -164,6 +165,19 @@ def test_the_old_load_functions_refuse_other_kinds_too(tmp_path):
         load_gan(path)
     with pytest.raises(LeukolensError, match="is a detector checkpoint, not a cell model"):
         load_checkpoint(path)  # kind="cells" by default
+
+
+def test_any_kind_loads_by_what_the_file_says_and_other_kinds_are_refused_by_name(tmp_path):
+    cells, detector = (save_checkpoint(MAKERS[k](), tmp_path / f"{k}.pt") for k in ("cells", "detector"))
+    assert isinstance(load_any_checkpoint(cells), CellCheckpoint)
+    assert isinstance(load_any_checkpoint(detector, kinds=("cells", "detector")), DetectorCheckpoint)
+    with pytest.raises(LeukolensError, match="is a GAN generator checkpoint, not a cell model or a detector"):
+        load_any_checkpoint(save_checkpoint(_gan(), tmp_path / "g.pt"), kinds=("cells", "detector"))
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(LeukolensError, match="list.pt: not a leukolens checkpoint \\(no leukolens format inside"):
+        load_any_checkpoint(tmp_path / "list.pt")
+    with pytest.raises(LeukolensError, match="missing.pt: checkpoint not found"):
+        load_any_checkpoint(tmp_path / "missing.pt")
 
 
 @pytest.mark.parametrize(("version", "message"), [(2, "version 2.*reads version 1.*newer"), (None, "version None")])

@@ -138,9 +138,39 @@ def read_envelope(path: str | Path, *, kind: Kind) -> dict:
     """
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}: use one of {', '.join(KINDS)}")
-    path = Path(path)
+    payload = _read_payload(Path(path), missing=_MISSING[kind], what=f"{KINDS[kind][1]} ")
+    found_kind = payload.get("kind")
+    if found_kind != kind:
+        raise LeukolensError(f"{path} is {_a_kind(found_kind)} checkpoint, not {' '.join(KINDS[kind])}")
+    return payload
+
+
+def load_any_checkpoint(path: str | Path, *, kinds: tuple[str, ...] = tuple(KINDS)) -> Checkpoint:
+    """Read a checkpoint of whichever of ``kinds`` the file holds (its ``kind`` says which): for commands that take
+    several kinds, such as ``leukolens export onnx``.
+
+    Raises:
+        LeukolensError: as :func:`load_checkpoint`, or a kind not among ``kinds``.
+    """
+    payload = _read_payload(Path(path), missing="checkpoint not found", what="")
+    found_kind = payload.get("kind")
+    if found_kind not in kinds:
+        wanted = " or ".join(" ".join(KINDS[k]) for k in kinds)
+        raise LeukolensError(f"{path} is {_a_kind(found_kind)} checkpoint, not {wanted}")
+    module, name = _CLASSES[found_kind]
+    return getattr(importlib.import_module(module), name).from_envelope(payload)
+
+
+def _a_kind(kind) -> str:
+    """A checkpoint kind for messages, with its article ("a detector")."""
+    other = KINDS.get(kind, ("a", repr(kind))) if isinstance(kind, str) else ("a", "kindless")
+    return " ".join(other)
+
+
+def _read_payload(path: Path, *, missing: str, what: str) -> dict:
+    """A checkpoint file's envelope of any kind (legacy files migrated), its format and version checked."""
     if not path.is_file():
-        raise LeukolensError(f"{path}: {_MISSING[kind]}")
+        raise LeukolensError(f"{path}: {missing}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for a corrupt file
@@ -149,8 +179,8 @@ def read_envelope(path: str | Path, *, kind: Kind) -> dict:
     if found in LEGACY_FORMATS:
         payload = migrate_legacy(payload)
     elif found != FORMAT:
-        what = f"its format is {found!r}" if isinstance(found, str) else "no leukolens format inside"
-        raise LeukolensError(f"{path}: not a leukolens {KINDS[kind][1]} checkpoint ({what})")
+        detail = f"its format is {found!r}" if isinstance(found, str) else "no leukolens format inside"
+        raise LeukolensError(f"{path}: not a leukolens {what}checkpoint ({detail})")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
@@ -158,10 +188,6 @@ def read_envelope(path: str | Path, *, kind: Kind) -> dict:
             f"{path}: checkpoint format version {version}, but this leukolens reads version {FORMAT_VERSION}"
             + ("; it was written by a newer leukolens: upgrade to load it" if newer else "")
         )
-    found_kind = payload.get("kind")
-    if found_kind != kind:
-        other = KINDS.get(found_kind, ("a", repr(found_kind))) if isinstance(found_kind, str) else ("a", "kindless")
-        raise LeukolensError(f"{path} is {' '.join(other)} checkpoint, not {' '.join(KINDS[kind])}")
     return payload
 
 

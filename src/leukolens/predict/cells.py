@@ -63,15 +63,24 @@ class _Flat(nn.Module):
         return (out.class_logits, out.embedding, heads, *out.attribute_logits.values())
 
 
+def cell_export(model: CellNet, *, input_size: int) -> tuple[nn.Module, Export]:
+    """The network with tuple outputs and how it is exported to ONNX: normalised float crops ``[n, 3, input_size,
+    input_size]`` in; class logits, embedding, attribute features, then each attribute head's logits out."""
+    example = torch.zeros(1, 3, input_size, input_size)
+    outputs = ("class_logits", "embedding", "attribute_features",
+               *(f"attribute_logits.{name}" for name in model.attribute_heads))
+    return _Flat(model), Export(name="cellnet", tag=str(input_size), example=example, input_name="images",
+                                output_names=outputs)
+
+
 def cell_engine(
     model: CellNet, *, input_size: int, engine: str, path: Path | None, threads: int | None = None,
     cache_dir: Path | None = None,
 ) -> Engine:
     """``model`` on ``engine``, taking normalised float crops ``[n, 3, input_size, input_size]``."""
-    example = torch.zeros(1, 3, input_size, input_size)
-    export = Export(name="cellnet", tag=str(input_size), example=example, input_name="images")
+    network, export = cell_export(model, input_size=input_size)
     return Engine(
-        _Flat(model), export, engine=engine, checkpoint_path=path, cache_dir=cache_dir, threads=threads,
+        network, export, engine=engine, checkpoint_path=path, cache_dir=cache_dir, threads=threads,
         channels_last_input=True,
     )
 

@@ -112,11 +112,9 @@ def load_field(path: Path) -> tuple[Image.Image, list[str]]:
         raise LeukolensError(f"{path}: cannot read image ({error})") from None
 
 
-def detector_engine(
-    checkpoint: DetectorCheckpoint, *, engine: str, path: Path | None, threads: int | None = None,
-    cache_dir: Path | None = None,
-) -> Engine:
-    """The detector of ``checkpoint`` on ``engine``, taking ``uint8`` canvases ``[n, h, w, 3]``."""
+def detector_export(checkpoint: DetectorCheckpoint) -> tuple[FieldNetwork, Export]:
+    """The network of ``checkpoint`` with its input conversion inside, and how it is exported to ONNX: ``uint8``
+    canvases ``[n, h, w, 3]`` in; peak heatmaps, sizes and offsets out."""
     size = checkpoint.input_size
     export = Export(
         name="detector",
@@ -126,7 +124,15 @@ def detector_engine(
         output_names=("peaks", "size", "offset"),
         dynamic_axes={0: "batch", 1: "height", 2: "width"},
     )
-    network = FieldNetwork(checkpoint.build(), checkpoint.mean, checkpoint.std)
+    return FieldNetwork(checkpoint.build(), checkpoint.mean, checkpoint.std), export
+
+
+def detector_engine(
+    checkpoint: DetectorCheckpoint, *, engine: str, path: Path | None, threads: int | None = None,
+    cache_dir: Path | None = None,
+) -> Engine:
+    """The detector of ``checkpoint`` on ``engine``, taking ``uint8`` canvases ``[n, h, w, 3]``."""
+    network, export = detector_export(checkpoint)
     return Engine(network, export, engine=engine, checkpoint_path=path, cache_dir=cache_dir, threads=threads)
 
 
