@@ -9,6 +9,7 @@ cells       ``train cells``, ``eval cells``, ``predict cells``, ``calibrate``
 fields      ``train detector``, ``detect``, ``eval detector``, ``analyze``
 clip        ``train clip``, ``eval clip``, ``describe``, ``search``
 gan         ``train gan``, ``eval gan``, ``generate``, ``balance``
+export      ``export onnx``
 ==========  ==========================================================================
 
 Each option's default is read from its config dataclass (:func:`leukolens.cli.common.default`). A user's mistake
@@ -21,7 +22,7 @@ import argparse
 import sys
 
 from leukolens import __version__
-from leukolens.cli import cells, clip, data, fields, gan, serve, synth
+from leukolens.cli import cells, clip, data, export, fields, gan, serve, synth
 from leukolens.cli.common import EXIT_PROBLEMS, EXIT_USAGE
 from leukolens.errors import LeukolensError
 
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_commands(commands, train=train, evaluate=evaluate)
     synth.add_commands(commands)
     serve.add_commands(commands)
+    export.add_commands(commands)
     return parser
 
 
