@@ -26,6 +26,7 @@ from benchmarks import (
     domains,
     gan,
     io_speed,
+    onnx_speed,
     samples,
     scale_sweep,
     serve_load,
@@ -58,6 +59,7 @@ BENCHMARKS = {
     "gan": gan.run,
     "serve_load": serve_load.run,
     "archive_search": archive_search.run,
+    "onnx": onnx_speed.run,
 }
 HEADER = """# Benchmarks
 
