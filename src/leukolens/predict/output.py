@@ -6,15 +6,27 @@ as JSON Schemas (draft 2020-12), one per kind of file. :func:`validate` checks a
 ``jsonschema`` when it is installed, else with the small checker here, which knows the keywords these schemas use).
 
 Numbers are rounded here and only here: boxes to 0.1 px, scores and probabilities to 4 decimals.
+:func:`field_from_json` reads an ``analyze`` field file back into its record (as rounded), so that a sample's
+summary can be made from the files alone (``analyze --resume``, fields analysed on other machines).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
-from leukolens.predict.results import AnalyzedField, CellPrediction, FieldDetections, PredictedCell
+from leukolens.predict.results import (
+    ATYPICAL_VERDICT,
+    AnalyzedField,
+    AttributePrediction,
+    CellPrediction,
+    FieldDetections,
+    PredictedCell,
+)
 from leukolens.predict.scale import METHODS as SCALE_METHODS
+from leukolens.predict.scale import FieldScale
+from leukolens.records import Box, BoxFormat
 
 SCHEMA_VERSION = 1
 """Raised when a key is removed or renamed, or a value changes meaning; adding a key keeps the version."""
@@ -116,6 +128,57 @@ def field_json(field: AnalyzedField, detector: dict) -> dict:
         }
     )
     return entry
+
+
+# ------------------------------------------------------------------------------------------------------ readers
+def _attributes_from_json(attributes: dict) -> dict[str, AttributePrediction]:
+    return {
+        name: AttributePrediction(a["value"], a["probability"], dict(a["probabilities"]))
+        for name, a in attributes.items()
+    }
+
+
+def cell_from_json(entry: dict) -> PredictedCell:
+    """One cell of a field file back as the record :func:`cell_json` wrote (values as rounded there; no
+    embedding)."""
+    prediction = None
+    if entry.get("type") is not None:
+        prediction = CellPrediction(
+            label=entry["type"],
+            probability=entry["type_probability"],
+            probabilities=dict(entry["type_probabilities"]),
+            attributes=_attributes_from_json(entry.get("attributes", {})),
+            atypicality=entry.get("atypicality"),
+            atypical=entry.get("verdict") == ATYPICAL_VERDICT,
+            blast_probability=entry.get("blast_probability"),
+            blast_suspected=bool(entry.get("blast_suspected", False)),
+        )
+    return PredictedCell(
+        box=Box(tuple(entry["box_xyxy"]), BoxFormat.XYXY, normalized=False),
+        label=prediction.label if prediction else entry["detector_class"],
+        attributes={n: a.value for n, a in prediction.attributes.items()} if prediction else {},
+        number=entry["id"],
+        detector_class=entry["detector_class"],
+        detector_score=entry["detector_score"],
+        prediction=prediction,
+    )
+
+
+def field_from_json(document: dict) -> AnalyzedField:
+    """An ``analyze`` field file (:func:`field_json`, checked against ``SCHEMAS["field"]``) back as its
+    :class:`~leukolens.predict.results.AnalyzedField`: what ``sample.differential`` and ``sample.interpret`` count.
+
+    ``field_json(field_from_json(d), d["detector"]) == d`` for every document :func:`field_json` wrote."""
+    scale, tiles = document.get("scale"), 1
+    if scale is not None:
+        tiles = scale["tiles"]
+        scale = FieldScale(scale["microns_per_pixel"], scale["factor"], scale["red_cells"], scale["method"],
+                           fields=scale["fields"])
+    return AnalyzedField(
+        Path(document["image"]), document["width"], document["height"],
+        cells=[cell_from_json(c) for c in document["cells"]], notes=list(document["notes"]), scale=scale,
+        tiles=tiles,
+    )
 
 
 def detections_json(image: str, detections: FieldDetections) -> dict:
@@ -329,6 +392,7 @@ SCHEMAS: dict[str, dict] = {
         {
             "schema_version": _VERSION,
             "fields_read": _INTEGER,
+            "fields_resumed": _INTEGER,
             "fields_skipped": _array(_SKIPPED),
             "cells_found": _map(_INTEGER),
             "wbc_typed": _INTEGER,
@@ -341,7 +405,8 @@ SCHEMAS: dict[str, dict] = {
             "fields_per_second": {"type": ["number", "null"]},
             "interpretation": _INTERPRETATION,
         },
-        # `interpretation` was added in version 1 (adding a key keeps the version): older summaries stay valid
+        # `interpretation` and `fields_resumed` were added in version 1 (adding a key keeps the version): older
+        # summaries stay valid
         required=("schema_version", "fields_read", "fields_skipped", "cells_found", "wbc_typed", "differential",
                   "atypical_flagged", "flagged_cells", "notes", "detector", "seconds", "fields_per_second"),
     ),

@@ -85,12 +85,16 @@ def summary_json(
     detector: dict,
     seconds: float,
     interpretation: Interpretation | None = None,
+    resumed: int = 0,
 ) -> dict:
     """``<out>/summary.json`` of ``analyze``: the differential and what was read, and the sample's interpretation
-    when given."""
+    when given. ``resumed`` of the ``fields_read`` were read back from an earlier run's files (``--resume``):
+    ``fields_per_second`` counts only the fields analysed in ``seconds``."""
+    analysed = fields_read - resumed
     summary = {
         "schema_version": SCHEMA_VERSION,
         "fields_read": fields_read,
+        "fields_resumed": resumed,
         "fields_skipped": skipped,
         "cells_found": dict(counted.cells_found),
         "wbc_typed": counted.typed,
@@ -105,7 +109,7 @@ def summary_json(
         "notes": notes,
         "detector": detector,
         "seconds": round(seconds, 2),
-        "fields_per_second": round(fields_read / seconds, 2) if seconds > 0 else None,
+        "fields_per_second": round(analysed / seconds, 2) if seconds > 0 else None,
     }
     if interpretation is not None:
         summary["interpretation"] = interpretation_json(interpretation)
@@ -179,7 +183,7 @@ def format_summary(summary: dict, out: str | Path) -> str:
     and the disclaimer."""
     reading = summary.get("interpretation")
     lines = [
-        f"{summary['fields_read']} fields read, {len(summary['fields_skipped'])} skipped "
+        f"{summary['fields_read']} fields read{_resumed_text(summary)}, {len(summary['fields_skipped'])} skipped "
         f"({summary['fields_per_second'] or 0:.1f} fields/s); results in {out}",
         "cells found: " + (", ".join(f"{k} {v}" for k, v in summary["cells_found"].items()) or "none"),
     ]
@@ -200,6 +204,11 @@ def format_summary(summary: dict, out: str | Path) -> str:
     if reading is not None:
         lines.append(reading["disclaimer"])
     return "\n".join(lines)
+
+
+def _resumed_text(summary: dict) -> str:
+    resumed = summary.get("fields_resumed", 0)
+    return f" ({resumed} resumed from an earlier run, {summary['fields_read'] - resumed} analysed)" if resumed else ""
 
 
 def _cells_text(cells: list[dict]) -> str:
