@@ -213,16 +213,22 @@ class CellReader:
         """A reader whose network's normalisation statistics are re-estimated on ``crops`` ``[n, input, input, 3]``
         (made by :meth:`crop`): one sample's own white cells, one slide on one microscope (AdaBN, no labels).
         It runs on PyTorch, since the statistics are new weights."""
-        import copy
-
         from leukolens.models.adapt import adapt_norm
 
         model = self.checkpoint.build()
         images = normalize(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255, self.checkpoint.mean,
                            self.checkpoint.std)
         adapt_norm(model, images)
+        return self.with_weights(model.state_dict())
+
+    def with_weights(self, state_dict: dict) -> CellReader:
+        """This reader with the network's weights replaced by ``state_dict`` (an :meth:`adapted` reader's
+        ``checkpoint.state_dict``, sent to other processes so that they need not adapt again). It runs on PyTorch,
+        since the weights are not the checkpoint file's."""
+        import copy
+
         checkpoint = copy.copy(self.checkpoint)
-        checkpoint.state_dict = model.state_dict()
+        checkpoint.state_dict = state_dict
         reader = CellReader(checkpoint, **{**self._options, "engine": "torch", "path": None})
         reader.blast = self.blast  # with any lab examples, embedded once
         return reader
