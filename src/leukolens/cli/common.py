@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -57,6 +58,29 @@ def config_options(parser: argparse.ArgumentParser, config: type):
 def progress(description: str, unit: str = "img"):
     """A tqdm wrapper for long loops; quiet when stderr is not a terminal."""
     return partial(tqdm, desc=description, unit=unit, leave=False, disable=None, file=sys.stderr)
+
+
+class ProgressCounter:
+    """A ``(done, total)`` callback for jobs that report how far they got: a tqdm bar when stderr is a terminal,
+    else a plain line (``description: done/total unit``) at most every ``every`` seconds and at the end, for logs."""
+
+    def __init__(self, description: str, unit: str = "field", *, every: float = 10.0):
+        self.description, self.unit, self.every = description, unit, every
+        self._bar = None
+        self._last = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            if self._bar is None:
+                self._bar = tqdm(total=total, desc=self.description, unit=self.unit, leave=False, file=sys.stderr)
+            self._bar.update(done - self._bar.n)
+            if done >= total:
+                self._bar.close()
+            return
+        now = time.monotonic()
+        if done >= total or self._last is None or now - self._last >= self.every:
+            self._last = now
+            print(f"{self.description}: {done}/{total} {self.unit}s", file=sys.stderr, flush=True)
 
 
 def load(args: argparse.Namespace, log: ProblemLog) -> tuple[Dataset, str]:

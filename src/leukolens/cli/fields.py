@@ -11,6 +11,7 @@ from pathlib import Path
 from leukolens.cli.cells import BACKBONES, MATCH_STAIN_HELP, STAIN_METHODS, blast_examples_argument, preset_name
 from leukolens.cli.common import (
     EXIT_PROBLEMS,
+    ProgressCounter,
     config_from_args,
     config_options,
     default,
@@ -83,31 +84,59 @@ def cmd_eval_detector(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from leukolens.analyze import analyze
+    from leukolens.analyze import analyze, analyze_samples
     from leukolens.report.html import REPORT_NAME
     from leukolens.sample.differential import format_summary
 
-    summary = analyze(
-        args.images,
-        out=args.out,
-        detector=args.detector,
-        cells=args.cells,
-        overlays=not args.no_overlays,
-        report=not args.no_report,
-        threshold=args.threshold,
-        match_stain=args.match_stain,
-        microns_per_pixel=args.microns_per_pixel,
-        scale=args.scale,
-        adapt=args.adapt,
-        blast_examples=args.blast_examples,
-        log=lambda message: print(message, file=sys.stderr),
-        progress=progress("analysing", unit="batch"),
-    )
+    options = {
+        "detector": args.detector,
+        "cells": args.cells,
+        "overlays": not args.no_overlays,
+        "report": not args.no_report,
+        "threshold": args.threshold,
+        "match_stain": args.match_stain,
+        "microns_per_pixel": args.microns_per_pixel,
+        "scale": args.scale,
+        "adapt": args.adapt,
+        "blast_examples": args.blast_examples,
+        "resume": args.resume,
+        "log": lambda message: print(message, file=sys.stderr),
+    }
+    if args.samples:
+        if args.images:
+            raise LeukolensError("give the images of one sample or --samples DIR (a folder of samples), not both")
+        runs = analyze_samples(args.samples, out=args.out, workers=args.workers, scheduler=args.scheduler,
+                               progress=lambda name: ProgressCounter(f"analysing {name}"), **options)
+        print(format_samples(runs))
+        return EXIT_PROBLEMS if any(r.error or r.summary["fields_skipped"] for r in runs) else 0
+    if not args.images:
+        raise LeukolensError("give the images of a sample (files or a folder), or --samples DIR")
+    summary = analyze(args.images, out=args.out, workers=args.workers, scheduler=args.scheduler,
+                      progress=ProgressCounter("analysing"), **options)
     print(format_summary(summary, args.out))
     report = Path(args.out) / REPORT_NAME
     if not args.no_report and report.is_file():
         print(f"report: {report}")
     return EXIT_PROBLEMS if summary["fields_skipped"] else 0
+
+
+def format_samples(runs) -> str:
+    """The table ``analyze --samples`` prints last: one line per sample (:class:`~leukolens.analyze.SampleRun`)."""
+    name_width = max(6, *(len(r.name) for r in runs))
+    lines = [f"{'sample':<{name_width}}  {'fields':>6}  {'resumed':>7}  {'skipped':>7}  {'WBC typed':>9}  "
+             "suggestion or problem"]
+    for r in runs:
+        if r.summary is None:
+            lines.append(f"{r.name:<{name_width}}  {'-':>6}  {'-':>7}  {'-':>7}  {'-':>9}  failed: {r.error}")
+            continue
+        s = r.summary
+        suggestion = s.get("interpretation", {}).get("suggestion", {}).get("name", "")
+        lines.append(f"{r.name:<{name_width}}  {s['fields_read']:>6}  {s.get('fields_resumed', 0):>7}  "
+                     f"{len(s['fields_skipped']):>7}  {s['wbc_typed']:>9}  {suggestion}")
+    failed = sum(r.summary is None for r in runs)
+    out = runs[0].out.parent if runs else ""
+    lines.append(f"{len(runs)} samples, {failed} failed; results in {out}/<sample>/")
+    return "\n".join(lines)
 
 
 def _train_detector_parser(train) -> None:
@@ -199,8 +228,18 @@ def add_commands(commands, *, train, evaluate) -> None:
         "analyze",
         help="the main job: detect, type and describe every WBC; JSON + overlay per field, differential per sample",
     )
-    analyze.add_argument("images", nargs="+", help="field images or a folder of them (one sample)")
+    analyze.add_argument("images", nargs="*", help="field images or a folder of them (one sample)")
+    analyze.add_argument("--samples", metavar="DIR",
+                         help="a folder of samples instead: each subfolder is one sample, written to OUT/<subfolder>/")
     analyze.add_argument("--out", default="out/analyze", help="output folder (default %(default)s)")
+    cluster = analyze.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=int, metavar="N",
+                         help="analyse the fields on a local Dask cluster of N one-thread worker processes "
+                              "(needs the distributed extra; docs/scaling.md)")
+    cluster.add_argument("--scheduler", metavar="ADDRESS",
+                         help="analyse the fields on the running Dask cluster at ADDRESS (tcp://host:8786)")
+    analyze.add_argument("--resume", action="store_true",
+                         help="keep the fields an earlier run into OUT completed, analyse the rest")
     analyze.add_argument("--detector", help="detector checkpoint (default: the shipped one)")
     analyze.add_argument("--cells", help="cell-model checkpoint (default: the shipped one)")
     analyze.add_argument("--threshold", type=float, help="detector score threshold (default: the checkpoint's)")

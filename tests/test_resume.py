@@ -1,0 +1,148 @@
+"""`analyze --resume`: the fields whose files are complete stay as they are, the others are analysed again, and a run
+killed with SIGKILL at any moment leaves only complete files."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from leukolens.analyze import FieldJob, FieldSettings, analyze, finished_field
+from leukolens.demo import sample_path
+from leukolens.models.checkpoint import save_checkpoint
+from leukolens.models.detector import save_detector
+from leukolens.predict.output import field_from_json, field_json, validate
+from tests.conftest import REPO, every_cell_a_wbc_detector, tiny_cell_checkpoint
+
+BCCD = sample_path("bccd") / "BCCD" / "JPEGImages"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _private_onnx_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LEUKOLENS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+    return save_detector(every_cell_a_wbc_detector(), tmp_path_factory.mktemp("detector") / "tiny-detector.pt")
+
+
+@pytest.fixture(scope="module")
+def tiny_cells(tmp_path_factory):
+    return save_checkpoint(tiny_cell_checkpoint(), tmp_path_factory.mktemp("cells") / "tiny-cells.pt")
+
+
+def _fields(folder, count):
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in BCCD.glob("*.jpg"))
+    for i in range(count):
+        name = names[i % len(names)]
+        shutil.copy(BCCD / name, folder / (name if i < len(names) else f"copy{i}_{name}"))
+    return folder
+
+
+def _field_files(out):
+    return sorted(p for p in out.iterdir() if p.suffix in (".json", ".png") and p.name != "summary.json")
+
+
+def _mtimes(out):
+    return {p.name: p.stat().st_mtime_ns for p in _field_files(out)}
+
+
+def _without_run(summary):
+    return {k: v for k, v in summary.items() if k not in ("seconds", "fields_per_second", "fields_resumed")}
+
+
+def test_a_field_file_reads_back_as_the_record_it_was_written_from(tmp_path, tiny_detector, tiny_cells):
+    out = tmp_path / "out"
+    analyze([_fields(tmp_path / "sample", 1)], out=out, detector=tiny_detector, cells=tiny_cells, report=False)
+    document = json.loads((out / "BloodImage_00007.json").read_text())
+    field = field_from_json(document)
+    assert field.cells[0].prediction.probabilities == document["cells"][0]["type_probabilities"]
+    assert field.scale.method == document["scale"]["method"] and field.tiles == document["scale"]["tiles"]
+    assert field_json(field, document["detector"]) == document
+
+
+def test_resume_analyses_again_exactly_the_fields_whose_files_are_missing_or_broken(tmp_path, tiny_detector,
+                                                                                    tiny_cells):
+    folder, out = _fields(tmp_path / "sample", 5), tmp_path / "out"
+    options = {"detector": tiny_detector, "cells": tiny_cells, "log": lambda _: None}
+    first = analyze([folder], out=out, **options)
+    written = {p.name: p.read_bytes() for p in _field_files(out)}
+    (out / "BloodImage_00007.json").unlink()  # gone
+    (out / "BloodImage_00015.json").write_text(written["BloodImage_00015.json"].decode()[:500])  # cut short
+    (out / "BloodImage_00021.png").unlink()  # its overlay gone
+    document = json.loads(written["BloodImage_00031.json"])
+    document["schema_version"] = 0
+    (out / "BloodImage_00031.json").write_text(json.dumps(document))  # another version's
+    (out / ".BloodImage_00041.json.x1y2.tmp").write_text("{")  # a write a killed run left unfinished
+    before = _mtimes(out)
+    time.sleep(0.01)
+    resumed = analyze([folder], out=out, resume=True, **options)
+    after = _mtimes(out)
+    redone = sorted({name.rsplit(".", 1)[0] for name in after if after[name] != before.get(name)})
+    assert redone == ["BloodImage_00007", "BloodImage_00015", "BloodImage_00021", "BloodImage_00031"]
+    assert {p.name: p.read_bytes() for p in _field_files(out)} == written  # the same files as the first time
+    assert not list(out.glob(".*.tmp"))
+    assert resumed["fields_resumed"] == 1 and resumed["fields_read"] == 5
+    assert _without_run(resumed) == _without_run(first)  # the summary covers every field, resumed or not
+    assert validate(resumed, "summary") == []
+
+    # without overlays a missing PNG is no reason; with nothing left to do, nothing is analysed
+    (out / "BloodImage_00041.png").unlink()
+    again = analyze([folder], out=out, resume=True, overlays=False, **options)
+    assert again["fields_resumed"] == 5
+    assert _mtimes(out) == {name: t for name, t in after.items() if name != "BloodImage_00041.png"}
+    assert _without_run(again) == _without_run(first)
+
+
+def test_a_field_file_of_another_image_or_detector_is_not_kept(tmp_path):
+    job = FieldJob(tmp_path / "a.jpg", "a")
+    detector = {"checkpoint": "d.pt", "score_threshold": 0.3, "classes": ["WBC"]}
+    settings = FieldSettings(tmp_path, detector, overlays=False)
+    document = {"schema_version": 1, "image": str(job.path), "width": 4, "height": 4, "detector": detector,
+                "counts": {}, "wbc_types": {}, "notes": [], "cells": []}
+    (tmp_path / "a.json").write_text(json.dumps(document))
+    assert finished_field(job, settings) == document
+    assert finished_field(job, FieldSettings(tmp_path, {**detector, "score_threshold": 0.5}, overlays=False)) is None
+    assert finished_field(FieldJob(tmp_path / "b" / "a.jpg", "a"), settings) is None
+    assert finished_field(job, FieldSettings(tmp_path, detector, overlays=True)) is None  # no a.png
+    (tmp_path / "a.json").write_text(json.dumps({**document, "cells": [{"id": 1}]}))  # not the schema
+    assert finished_field(job, settings) is None
+
+
+def test_a_run_killed_mid_sample_resumes_without_redoing_a_finished_field(tmp_path, tiny_detector, tiny_cells):
+    folder, out = _fields(tmp_path / "sample", 16), tmp_path / "out"
+    options = {"detector": tiny_detector, "cells": tiny_cells, "report": False, "log": lambda _: None}
+    analyze([_fields(tmp_path / "warm", 1)], out=tmp_path / "warm-out", **options)  # ONNX exports made once, here
+    command = [sys.executable, "-m", "leukolens", "analyze", str(folder), "--out", str(out), "--detector",
+               str(tiny_detector), "--cells", str(tiny_cells), "--no-report"]
+    run = subprocess.Popen(command, cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*.json")) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run.send_signal(signal.SIGKILL)
+    finally:
+        run.wait(timeout=30)
+    assert not (out / "summary.json").exists(), "the run ended before it was killed"
+    # no half-written file: every result there is complete (a temporary file may be left beside them)
+    finished = [p for p in out.glob("*.json")]
+    assert 1 <= len(finished) < 16
+    for path in finished:
+        assert validate(json.loads(path.read_text()), "field") == [] and path.with_suffix(".png").is_file()
+    before = {p.name: p.stat().st_mtime_ns for p in finished}
+    summary = analyze([folder], out=out, resume=True, **options)
+    assert summary["fields_resumed"] == len(finished) and summary["fields_read"] == 16
+    assert {name: (out / name).stat().st_mtime_ns for name in before} == before  # not one finished field redone
+    fields = [p for p in out.glob("*.json") if p.name != "summary.json"]
+    assert len(fields) == 16 and not list(out.glob(".*.tmp"))
+    for path in fields:
+        assert validate(json.loads(path.read_text()), "field") == [] and path.with_suffix(".png").is_file()
