@@ -29,6 +29,7 @@ from benchmarks import (
     onnx_speed,
     samples,
     scale_sweep,
+    scaling,
     serve_load,
     sim2real,
     sparse,
@@ -60,6 +61,7 @@ BENCHMARKS = {
     "serve_load": serve_load.run,
     "archive_search": archive_search.run,
     "onnx": onnx_speed.run,
+    "scaling": scaling.run,
 }
 HEADER = """# Benchmarks
 

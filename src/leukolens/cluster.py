@@ -36,8 +36,8 @@ from leukolens.analyze import FieldJob, FieldModels, FieldResult, FieldSettings,
 from leukolens.errors import LeukolensError
 
 FIELDS_PER_TASK = 1
-"""Fields per task. One: batching fields in a task measured no faster (docs/scaling.md), and small tasks share the
-work out evenly to the end of a sample."""
+"""Fields per task. One: small tasks share the work out evenly to the end of a sample, and the networks gain little
+from batching whole fields on one thread (``make bench BENCH=scaling`` compares four a task)."""
 RETRIES = 2
 """Further tries of a task that raised (a worker that dies is Dask's own business: its tasks move elsewhere)."""
 CONNECT_TIMEOUT = 5.0
@@ -74,9 +74,10 @@ def analyse_task(spec: ModelSpec, settings: FieldSettings, jobs: Sequence[FieldJ
 class FieldCluster:
     """A connection to a Dask cluster that analyses fields (made by :func:`open_cluster`)."""
 
-    def __init__(self, client, *, local: bool):
+    def __init__(self, client, *, local: bool, fields_per_task: int = FIELDS_PER_TASK):
         self.client = client
         self.local = local
+        self.fields_per_task = fields_per_task
 
     def paths_for_workers(self, paths: Sequence[Path]) -> list[Path]:
         """``paths`` as the workers must see them: as given on a local cluster (same machine, same working
@@ -91,7 +92,6 @@ class FieldCluster:
         *,
         adapted_weights: dict | None = None,
         progress: Callable[[int, int], None] | None = None,
-        fields_per_task: int = FIELDS_PER_TASK,
     ) -> list[FieldResult]:
         """Analyse ``jobs`` on the cluster's workers; returns their results as tasks finish (any order).
 
@@ -101,7 +101,6 @@ class FieldCluster:
             settings: how the sample's fields are analysed (its scale already estimated).
             adapted_weights: the sample's adapted cell network, sent once to every worker.
             progress: called with (fields done, fields to do) as tasks finish.
-            fields_per_task: fields a task analyses as one batch.
         """
         from distributed import as_completed
 
@@ -109,7 +108,8 @@ class FieldCluster:
         if adapted_weights is not None:
             adaptation = uuid.uuid4().hex
             weights = self.client.scatter(adapted_weights, broadcast=True, hash=False)
-        chunks = [list(jobs[i : i + fields_per_task]) for i in range(0, len(jobs), fields_per_task)]
+        size = self.fields_per_task
+        chunks = [list(jobs[i : i + size]) for i in range(0, len(jobs), size)]
         futures = {
             self.client.submit(analyse_task, spec, settings, chunk, adaptation, weights, retries=RETRIES, pure=False):
             chunk for chunk in chunks
@@ -133,10 +133,11 @@ class FieldCluster:
 
 @contextlib.contextmanager
 def open_cluster(
-    *, workers: int | None = None, scheduler: str | None = None, log: Callable[[str], None] = print
+    *, workers: int | None = None, scheduler: str | None = None, fields_per_task: int = FIELDS_PER_TASK,
+    log: Callable[[str], None] = print,
 ) -> Iterator[FieldCluster]:
     """A local cluster of ``workers`` processes (one thread each), or the cluster whose scheduler is at
-    ``scheduler``; closed (the local one stopped) on leaving.
+    ``scheduler``, analysing ``fields_per_task`` fields a task; closed (the local one stopped) on leaving.
 
     Raises:
         LeukolensError: both or neither given, fewer than one worker, Dask not installed, or the scheduler not
@@ -163,7 +164,7 @@ def open_cluster(
             ) from None
         try:
             log(f"leukolens: analysing on the Dask cluster at {scheduler} ({len(client.nthreads())} workers)")
-            yield FieldCluster(client, local=False)
+            yield FieldCluster(client, local=False, fields_per_task=fields_per_task)
         finally:
             client.close()
         return
@@ -172,7 +173,7 @@ def open_cluster(
     try:
         client = distributed.Client(local, set_as_default=False)
         try:
-            yield FieldCluster(client, local=True)
+            yield FieldCluster(client, local=True, fields_per_task=fields_per_task)
         finally:
             client.close()
     finally:
