@@ -18,7 +18,8 @@ level  parts                                            what they hold
 8      predict, detect, describe, generate, search      inference (the top-level files move into predict/)
 9      sample                                           from cells to a sample: differential, flags
 10     report, store                                    HTML report, overlays, plots; the archive
-11     analyze                                          the whole pipeline on an image: predict, sample, report
+11     analyze, cluster                                 the whole pipeline on an image: predict, sample, report;
+                                                        its fields on Dask workers
 12     cli, web, demo, __main__, leukolens (the package) thin faces that only call the library
 ====== ================================================ ==================================================
 
@@ -59,6 +60,7 @@ LAYERS: dict[str, int] = {
     "report": 10,
     "store": 10,
     "analyze": 11,
+    "cluster": 11,
     "cli": 12,
     "web": 12,
     "demo": 12,
