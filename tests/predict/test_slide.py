@@ -1,0 +1,70 @@
+"""Walking a slide in windows: the cores the windows own tile the slide, each box is kept by one window, cut boxes
+are dropped, and windows are sized to whole numbers of detector inputs."""
+
+import numpy as np
+
+from leukolens.models.detector import Detections
+from leukolens.predict.scale import Tile, merge_tiles, scale_from_microns_per_pixel
+from leukolens.predict.slide import SlideConfig, Window, _owned, window_layout, window_overlap
+
+
+def test_windows_cores_tile_the_slide_and_leave_half_the_overlap_to_each_inner_border():
+    overlap = 300
+    windows = window_layout(2500, 1700, window=1000, overlap=overlap)
+    owner = np.zeros((1700, 2500), np.int32)
+    for w in windows:
+        x0, y0, x1, y1 = w.core
+        owner[y0:y1, x0:x1] += 1
+        # a cell centred in the core and up to the overlap wide is whole in the window
+        assert x0 - w.x >= (overlap // 2 if w.x > 0 else 0) and w.x + w.width - x1 >= (
+            overlap // 2 if w.x + w.width < 2500 else 0)
+        assert y0 - w.y >= (overlap // 2 if w.y > 0 else 0) and w.y + w.height - y1 >= (
+            overlap // 2 if w.y + w.height < 1700 else 0)
+    assert (owner == 1).all()
+
+
+def test_a_window_keeps_the_boxes_centred_in_its_core_and_marks_those_near_its_edge():
+    window = Window(400, 0, 600, 600, core=(550, 0, 850, 600))  # neighbours left and right, slide 1200 x 600
+    boxes = np.array([
+        [640, 100, 760, 220],  # centred mid-core: kept, no twin possible
+        [535, 300, 555, 320],  # centre 545: 5 px left of the core, within the margin: kept, near
+        [480, 300, 500, 320],  # centre 490: the left neighbour's: dropped
+        [400, 400, 480, 480],  # cut by the window's left border (centre 440): dropped
+        [820, 500, 870, 550],  # centre 845: in the core, 5 px from its right edge: kept, near
+    ], np.float32)
+    keep, near = _owned(boxes, window, margin=10, slide_size=(1200, 600))
+    assert keep.tolist() == [True, True, False, False, True]
+    assert near.tolist() == [False, True, False, False, True]
+    # the slide's own border is no window border: nothing there is near
+    corner = Window(0, 0, 600, 600, core=(0, 0, 450, 600))
+    keep, near = _owned(np.array([[0, 0, 20, 20]], np.float32), corner, margin=10, slide_size=(1200, 600))
+    assert keep.tolist() == [True] and near.tolist() == [False]
+
+
+def test_a_cell_cut_a_few_pixels_short_of_a_tile_side_is_dropped_for_its_whole_self():
+    left, right = Tile(0, 0, 512, 512, (False, False, True, False)), Tile(300, 0, 512, 512, (True, False, False, False))
+    # the detector's box of the cut cell stops 6 px before the cut: IoU with the whole box just under 0.5
+    cut = Detections(np.array([[402, 100, 506, 290]], np.float32), np.array([0.63], np.float32), np.array([0]))
+    whole = Detections(np.array([[86, 103, 308, 286]], np.float32), np.array([0.69], np.float32), np.array([0]))
+    merged = merge_tiles([cut, whole], [left, right], factor=1.0)
+    np.testing.assert_allclose(merged.boxes, [[386, 103, 608, 286]])
+
+
+class _Detector:
+    """What window_overlap asks of a detector: its scale configuration."""
+
+    def __init__(self):
+        from leukolens.predict.scale import ScaleConfig
+
+        self.scale_config = ScaleConfig()
+
+
+def test_windows_fill_whole_numbers_of_detector_inputs():
+    detector = _Detector()
+    scale = scale_from_microns_per_pixel(0.0873, detector.scale_config)
+    side, overlap = window_overlap(scale, detector, SlideConfig(), width=20_000, height=20_000)
+    step = 512 - 194  # the detector's inputs at the working scale overlap by one large white cell (194 px)
+    working = round(side * scale.factor)
+    inputs = -(-(working - 194) // step)  # per side of a window, as tiles_at_scale lays them
+    assert 3 * overlap <= side <= SlideConfig().window
+    assert working >= inputs * step + 194 - 2  # the window fills its inputs: none of them mostly wasted
