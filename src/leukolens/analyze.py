@@ -450,6 +450,13 @@ def analyze(
     if microns_per_pixel is not None and not microns_per_pixel > 0:
         raise LeukolensError(f"microns per pixel must be positive, got {microns_per_pixel}")
     paths = find_images(items)
+    from leukolens.analyze_slide import analyze_slide, slide_input  # a whole slide is a sample of its own
+
+    if (slide := slide_input(paths)) is not None:
+        return analyze_slide(slide, out=out, detector=detector, cells=cells, overlays=overlays, report=report,
+                             threshold=threshold, batch_size=batch_size, engine=engine, match_stain=match_stain,
+                             microns_per_pixel=microns_per_pixel, adapt=adapt, blast_examples=blast_examples, log=log,
+                             progress=progress)
     with contextlib.ExitStack() as stack:
         if cluster is None and (workers is not None or scheduler is not None):
             from leukolens.cluster import open_cluster

@@ -262,6 +262,23 @@ _SCALE = _object(
         "tiles": _INTEGER,
     }
 )
+# A whole slide's <stem>.json says how the slide was read (leukolens.analyze_slide; docs/output-schema.md)
+_SLIDE = _object(
+    {
+        "reader": {"enum": ["tifffile", "openslide", "pillow"]},
+        "levels": _array({"type": "array", "items": _INTEGER, "minItems": 2, "maxItems": 2}),
+        "file_microns_per_pixel": {"type": ["number", "null"]},
+        "window": _INTEGER,
+        "overlap": _INTEGER,
+        "windows": _INTEGER,
+        "thumbnail_scale": _NUMBER,
+        "damaged_tiles": _array(
+            _object({"level": _INTEGER, "x": _INTEGER, "y": _INTEGER, "width": _INTEGER, "height": _INTEGER,
+                     "reason": _STRING})
+        ),
+        "seconds": _NUMBER,
+    }
+)
 
 _CELL_READING = {
     "type": _STRING,
@@ -384,8 +401,10 @@ SCHEMAS: dict[str, dict] = {
             "wbc_types": _map(_INTEGER),
             "notes": _array(_STRING),
             "cells": _array(_FIELD_CELL),
+            "slide": _SLIDE,
         },
-        # `scale` was added in version 1 (adding a key keeps the version): files written before it stay valid
+        # `scale` and `slide` (whole slides only) were added in version 1 (adding a key keeps the version): files
+        # written before them stay valid
         required=("schema_version", "image", "width", "height", "detector", "counts", "wbc_types", "notes", "cells"),
     ),
     "summary": _object(

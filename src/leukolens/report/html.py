@@ -313,6 +313,8 @@ def _field_section(out_dir: Path, fields: FieldDocuments, images: dict, anchors:
         caption = (f"{esc(document.get('image', stem))}: {esc(document.get('width'))} x {esc(document.get('height'))}"
                    f" px; {counts}" + (f"; white cells: {types}" if types else "")
                    + (f"; {um} µm/px ({esc(scale.get('method', ''))})" if um else ""))
+        if document.get("slide"):  # a whole slide: its thumbnail, white cells ringed by type
+            caption += f"; whole slide read in {esc(document['slide'].get('windows'))} windows, white cells marked"
         notes = list(document.get("notes", [])) + ([f"image not shown: {problem}"] if problem else [])
         img = (f'<img src="{jpeg_data_uri(picture, max_side=OVERLAY_SIDE, quality=OVERLAY_QUALITY)}" '
                f'alt="field {esc(stem)} with its cells">' if picture is not None else "")

@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from leukolens.errors import LeukolensError
+from leukolens.io.slide import Slide, open_slide
 from leukolens.predict.fields import load_field
 from leukolens.report.overlay import PALETTE
 
@@ -48,8 +49,15 @@ def cell_crop(image: Image.Image, box_xyxy: Sequence[float], *, margin: float = 
     return image.crop((left, top, max(right, left + 1), max(bottom, top + 1)))
 
 
-def read_field_image(document: dict) -> tuple[Image.Image | None, str | None]:
-    """The field's image as analyze read it (RGB), or None and why it could not be read again."""
+def read_field_image(document: dict) -> tuple[Image.Image | Slide | None, str | None]:
+    """The field's image as analyze read it (RGB), or None and why it could not be read again. A whole slide (a
+    document with a ``slide`` key) comes back open, never read whole: cells are cut from it region by region
+    (:meth:`~leukolens.io.slide.Slide.crop`)."""
+    if "slide" in document:
+        try:
+            return open_slide(Path(document["image"]), skip_damaged=True), None
+        except LeukolensError as error:
+            return None, str(error)
     try:
         image, _ = load_field(Path(document["image"]))
     except LeukolensError as error:
@@ -70,9 +78,9 @@ def drawn_field(image: Image.Image, document: dict) -> Image.Image:
     return drawn
 
 
-def field_picture(out_dir: Path, stem: str, document: dict, image: Image.Image | None) -> Image.Image | None:
-    """What the report shows of a field: its overlay ``<out>/<stem>.png`` when analyze drew one, else the field
-    with its boxes drawn here, else None (neither is readable)."""
+def field_picture(out_dir: Path, stem: str, document: dict, image: Image.Image | Slide | None) -> Image.Image | None:
+    """What the report shows of a field: its overlay ``<out>/<stem>.png`` when analyze drew one (a slide's thumbnail
+    with its white cells marked), else the field with its boxes drawn here, else None (neither is readable)."""
     overlay = out_dir / f"{stem}.png"
     if overlay.is_file():
         try:
@@ -80,4 +88,4 @@ def field_picture(out_dir: Path, stem: str, document: dict, image: Image.Image |
                 return picture.convert("RGB")
         except OSError:
             pass  # drawn again from the field below
-    return drawn_field(image, document) if image is not None else None
+    return drawn_field(image, document) if isinstance(image, Image.Image) else None

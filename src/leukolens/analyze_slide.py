@@ -1,0 +1,222 @@
+"""A whole slide analysed as one sample: ``leukolens analyze slide.tif`` routes here (docs/scaling.md).
+
+    >>> from leukolens.analyze_slide import analyze_slide
+    >>> summary = analyze_slide("slide.tif", out="out/slide")
+
+The slide is never held whole (:mod:`leukolens.io.slide` reads it region by region): its scale is found once
+(:func:`~leukolens.predict.slide.slide_scale`), it is walked in overlapping windows through the field detector, each
+cell kept once (:func:`~leukolens.predict.slide.detect_slide`), and every white cell is read by the cell model from a
+region read around it (:func:`~leukolens.predict.slide.slide_cell_crops`). The outputs are a sample's, with the slide
+as its one field: ``<out>/<stem>.json`` (docs/output-schema.md; boxes in slide pixels, and a ``slide`` key saying how
+it was read), ``<out>/<stem>.png`` (a thumbnail with the white cells marked), ``<out>/summary.json`` (differential and
+interpretation), ``<out>/report.html`` and ``<out>/cells.csv``.
+
+A tile that cannot be decoded is read as bare glass, named in the notes, and the rest of the slide runs; a slide
+without a white cell says so in its notes and counts 0.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from itertools import chain, islice
+from pathlib import Path
+
+import numpy as np
+
+from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
+from leukolens.io.slide import Slide, is_slide, open_slide
+from leukolens.predict import weights
+from leukolens.predict.cells import CellReader
+from leukolens.predict.fields import Detector
+from leukolens.predict.output import field_json
+from leukolens.predict.results import AnalyzedField, CellPrediction, PredictedCell
+from leukolens.predict.slide import SlideConfig, SlideWalk, detect_slide, slide_cell_crops, slide_scale
+from leukolens.records import Vocabulary
+from leukolens.report.html import REPORT_NAME, write_report
+from leukolens.report.slide import slide_png
+from leukolens.report.table import CSV_NAME, write_cells_csv
+from leukolens.sample.differential import differential, summary_json
+from leukolens.sample.interpret import NOT_WHITE, interpret
+
+__all__ = ["analyze_slide", "slide_input", "slide_json"]
+
+DAMAGED_NOTES = 20
+"""Damaged tiles named one by one in the notes; more are counted."""
+
+
+def slide_input(paths: Sequence[Path]) -> Path | None:
+    """The whole slide among an ``analyze`` call's images (:func:`~leukolens.io.slide.is_slide`), or None when they
+    are all fields.
+
+    Raises:
+        LeukolensError: several slides, or a slide with fields: a slide is a sample of its own.
+    """
+    slides = [p for p in paths if is_slide(p)]
+    if not slides:
+        return None
+    if len(paths) > 1:
+        others = f"{len(slides)} whole slides" if len(slides) == len(paths) else (
+            f"{', '.join(p.name for p in slides[:3])} {'is a whole slide' if len(slides) == 1 else 'are whole slides'}"
+            f" among {len(paths) - len(slides)} fields")
+        raise LeukolensError(f"{others}: a slide is a sample of its own; analyse one slide at a time (each into "
+                             "its own --out)")
+    return slides[0]
+
+
+def slide_json(slide: Slide, walk: SlideWalk) -> dict:
+    """The ``slide`` key of a slide's ``<stem>.json``: how it was read (docs/output-schema.md)."""
+    window = max(max(w.width, w.height) for w in walk.windows)
+    return {
+        "reader": slide.info.reader,
+        "levels": [list(level) for level in slide.info.levels],
+        "file_microns_per_pixel": slide.info.microns_per_pixel,
+        "window": window,
+        "overlap": walk.overlap,
+        "windows": len(walk.windows),
+        "thumbnail_scale": round(walk.thumbnail_scale, 6),
+        "damaged_tiles": [
+            {"level": d.level, "x": d.x, "y": d.y, "width": d.width, "height": d.height, "reason": d.reason}
+            for d in slide.damaged
+        ],
+        "seconds": round(walk.seconds, 2),
+    }
+
+
+def damaged_notes(slide: Slide) -> list[str]:
+    """One note per damaged tile (up to :data:`DAMAGED_NOTES`, then a count)."""
+    notes = [f"tile at ({d.x}, {d.y}), {d.width}x{d.height} px, unreadable ({d.reason}): read as bare glass, cells "
+             "there not counted" for d in slide.damaged[:DAMAGED_NOTES]]
+    if len(slide.damaged) > DAMAGED_NOTES:
+        notes.append(f"{len(slide.damaged) - DAMAGED_NOTES} more unreadable tiles (listed in the slide's JSON)")
+    return notes
+
+
+def analyze_slide(
+    path: str | Path,
+    *,
+    out: str | Path = "out/analyze",
+    detector: str | Path | None = None,
+    cells: str | Path | None = None,
+    overlays: bool = True,
+    report: bool = True,
+    threshold: float | None = None,
+    batch_size: int = 8,
+    engine: str = "auto",
+    match_stain: bool = False,
+    microns_per_pixel: float | None = None,
+    adapt: bool = False,
+    blast_examples: Sequence[str | Path] = (),
+    config: SlideConfig | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Analyse one whole slide as a sample; returns the summary (also written to ``<out>/summary.json``).
+
+    The options are :func:`leukolens.analyze.analyze`'s; ``overlays`` and ``report`` both want the thumbnail, which
+    is written unless both are off. ``config`` sets the windows (:class:`~leukolens.predict.slide.SlideConfig`).
+    ``progress`` is called with (windows done, windows); without it, ``log`` gets a line at every tenth of them.
+
+    Raises:
+        LeukolensError: the slide cannot be opened, or a bad option.
+    """
+    if microns_per_pixel is not None and not microns_per_pixel > 0:
+        raise LeukolensError(f"microns per pixel must be positive, got {microns_per_pixel}")
+    path, out = Path(path), Path(out)
+    started = time.perf_counter()
+    with open_slide(path, skip_damaged=True) as slide:
+        out.mkdir(parents=True, exist_ok=True)
+        field_detector = Detector.from_checkpoint(detector, engine=engine)
+        reader, notes = _cell_reader(cells, engine=engine, match_stain=match_stain, blast_examples=blast_examples,
+                                     log=log)
+        scale, scale_note = slide_scale(field_detector, slide, microns_per_pixel=microns_per_pixel, config=config)
+        log(f"leukolens: {path}: {slide.width}x{slide.height} px, {scale_note}")
+        notes.append(scale_note)
+        walk = detect_slide(field_detector, slide, scale, threshold=threshold, batch_size=batch_size, config=config,
+                            progress=_windows_progress(path, log, progress))
+        found = walk.detections
+        white = tuple(c for c in field_detector.classes if c not in NOT_WHITE)
+        indices = [i for i in range(len(found)) if found.class_name(i) in white]
+        predictions: dict[int, CellPrediction] = {}
+        if reader is not None and indices:
+            crops = slide_cell_crops(reader, slide, found, indices)
+            if adapt:
+                from leukolens.analyze import ADAPT_CELLS, adapt_reader
+
+                first = list(islice(crops, ADAPT_CELLS))
+                reader, note = adapt_reader(reader, first)
+                notes.append(note)
+                crops = chain(first, crops)
+            for start in range(0, len(indices), reader.batch_size):
+                batch = list(islice(crops, reader.batch_size))
+                for i, prediction in zip(indices[start:], reader.predict_crops(np.stack(batch))):
+                    predictions[i] = prediction
+        problems = damaged_notes(slide)
+        if not indices:
+            problems.append(f"no white cells found in the slide ({len(found)} other cells): the differential counts 0")
+        for note in problems:
+            log(f"leukolens: {path}: {note}")
+        notes += problems
+        field = AnalyzedField(
+            path, slide.width, slide.height,
+            cells=[PredictedCell.detected(found, i, predictions.get(i)) for i in range(len(found))],
+            notes=notes, scale=found.scale, tiles=found.tiles,
+        )
+        detector_info = {
+            "checkpoint": str(field_detector.path),
+            "score_threshold": field_detector.score_threshold if threshold is None else threshold,
+            "classes": list(field_detector.classes),
+        }
+        stem = path.stem
+        document = {**field_json(field, detector_info), "slide": slide_json(slide, walk)}
+        atomic_write_text(out / f"{stem}.json", json.dumps(document, indent=1) + "\n")
+        if overlays or report:
+            palette = Vocabulary("analyze", tuple(dict.fromkeys((*white, *(reader.classes if reader else ())))))
+            marked = [(tuple(found.boxes[i]), predictions[i].label if i in predictions else found.class_name(i))
+                      for i in indices]
+            atomic_write_bytes(out / f"{stem}.png", slide_png(walk.thumbnail, walk.thumbnail_scale, marked, palette))
+    results = [(stem, field)]
+    summary = summary_json(
+        differential(results), fields_read=1, skipped=[], notes=list(notes), detector=detector_info,
+        seconds=time.perf_counter() - started, interpretation=interpret(results),
+    )
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if report:  # last: a report that fails loses none of the results written above
+        try:
+            write_cells_csv(out, [(stem, document)])
+            write_report(out, summary, [(stem, document)])
+        except Exception as error:  # whatever broke the report, the analysis stands: noted, never fatal
+            for name in (CSV_NAME, REPORT_NAME):
+                (out / name).unlink(missing_ok=True)
+            note = f"report not written: {type(error).__name__}: {error}"
+            log(f"leukolens: warning: {note}")
+            summary["notes"].append(note)
+            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _windows_progress(path: Path, log: Callable[[str], None], progress: Callable[[int, int], None] | None):
+    """``progress``, or a (done, total) callback that logs a plain line at every tenth of the windows."""
+    if progress is not None:
+        return progress
+    started = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            log(f"leukolens: {path.name}: {done}/{total} windows, {time.perf_counter() - started:.0f} s")
+
+    return report
+
+
+def _cell_reader(cells, *, engine: str, match_stain: bool, blast_examples, log) -> tuple[CellReader | None, list]:
+    """The cell model (None, with a note, when there is no shipped one and none was given)."""
+    if cells is None and not weights.shipped("cells").is_file():
+        note = (f"no shipped cell model at {weights.shipped('cells')}: white cells are found and counted but not "
+                "typed or described (train one with `make weights`, or pass --cells)")
+        log(f"leukolens: warning: {note}")
+        return None, [note]
+    reader = CellReader.from_checkpoint(cells, engine=engine, match_stain=match_stain, blast_examples=blast_examples)
+    for _, message in reader.blast_skipped:
+        log(f"leukolens: skipped blast example {message}")
+    return reader, []
