@@ -61,6 +61,7 @@ def _atypicality_choice(text: str) -> tuple[str, str]:
 
 def cmd_train_cells(args: argparse.Namespace) -> int:
     from leukolens.train.cells import fit_atypicality, train_cells
+    from leukolens.train.distributed import is_main_process
 
     method, features = _atypicality_choice(args.atypicality)
     config = config_from_args(
@@ -74,6 +75,8 @@ def cmd_train_cells(args: argparse.Namespace) -> int:
     best = Path(args.out) / "best.pt"
     if not args.refit_atypicality:
         best = train_cells(config, resume=args.resume)
+        if not is_main_process():  # under torchrun, rank 0 alone finishes the run
+            return 0
         print(f"best checkpoint: {best}")
     if not args.no_atypicality:
         fit_atypicality(best, config)

@@ -2,7 +2,8 @@
 
 Crops are decoded once and kept in memory (and on disk in a cache folder), so an epoch costs only the network.
 Each epoch ends with a validation pass; the best epoch (class accuracy plus mean attribute accuracy) is kept as
-``best.pt``, the latest as ``last.pt`` with the optimiser state for ``--resume``.
+``best.pt``, the latest as ``last.pt`` with the optimiser state for ``--resume``. Under ``torchrun
+--nproc_per_node=N`` the same run is shared by N processes (:mod:`leukolens.train.distributed`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ from leukolens.models.backbones import SPECS
 from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
 from leukolens.models.checkpoint import from_model, load_checkpoint, save_checkpoint
 from leukolens.records import Dataset
+from leukolens.train.distributed import (
+    SINGLE,
+    Ranks,
+    all_cores,
+    broadcast,
+    cleanup,
+    main_first,
+    mean_over_ranks,
+    setup,
+    unwrap,
+    wrap,
+)
 from leukolens.train.ema import ModelEMA
 from leukolens.train.loop import (
     Batches,
@@ -216,17 +229,19 @@ def cell_batches(
     generator: torch.Generator,
     mean: tuple[float, ...],
     std: tuple[float, ...],
+    ranks: Ranks = SINGLE,
 ) -> Batches[CellBatch]:
     """An epoch of augmented batches of the cached ``crops`` ``[n, s, s, 3]`` of ``samples``: class-balanced (or
-    shuffled) with ``rng``, augmented with ``generator``; a last partial batch is dropped."""
+    shuffled) with ``rng``, augmented with ``generator``; a last partial batch is dropped. Under several processes,
+    this rank's part of each global batch (``rng`` must then draw the same order on every rank)."""
     labels = np.array([s.label for s in samples])
     attribute_targets = torch.tensor([s.attributes for s in samples], dtype=torch.long).view(len(samples), -1)
     starts = range(0, len(samples) - config.batch_size + 1, config.batch_size)
+    ranks.per_rank(config.batch_size)  # a batch that does not divide among the processes fails here, not mid-epoch
 
     def make():
         order = _balanced_order(labels, rng) if config.balanced else rng.permutation(len(samples))
-        for start in starts:
-            index = order[start : start + config.batch_size]
+        for index in ranks.batches(order, config.batch_size):
             images = augment(torch.from_numpy(crops[index]), config.augment, config.input_size, mean, std, generator)
             yield CellBatch(
                 images.contiguous(memory_format=torch.channels_last),
@@ -252,9 +267,10 @@ def train_one_epoch(
     """One pass over ``batches`` (epoch ``epoch``, 0-based), one step each; returns the mean of each loss part.
 
     With ``unlabelled`` batches and a ``teacher``, each step also learns the teacher's confident types of unlabelled
-    cells (:func:`leukolens.train.unlabelled.pseudo_label_loss`), and the teacher follows the model."""
+    cells (:func:`leukolens.train.unlabelled.pseudo_label_loss`), and the teacher follows the model. ``model`` may be
+    wrapped in DistributedDataParallel."""
     train_mode(model)
-    attribute_names = tuple(a.name for a in model.config.attributes)
+    attribute_names = tuple(a.name for a in unwrap(model).config.attributes)
     names = ("total", "class", "attributes") + (("pseudo", "pseudo_share") if unlabelled is not None else ())
     losses = MeanLosses(batches, names)
     for batch in batches:
@@ -271,7 +287,7 @@ def train_one_epoch(
             parts["total"] = parts["total"] + config.pseudo_weight * parts["pseudo"]
         optimisation_step(optimizer, scheduler, parts["total"])
         if teacher is not None:
-            teacher.update(model)
+            teacher.update(unwrap(model))
         losses.add(parts)
         if past(deadline):
             break
@@ -302,10 +318,26 @@ def cell_optimizer(model: CellNet, config: CellOptimConfig) -> torch.optim.Optim
 
 
 def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> Path:
-    """Train a cell model; returns the path of the best checkpoint."""
+    """Train a cell model; returns the path of the best checkpoint.
+
+    Under ``torchrun --nproc_per_node=N`` every process calls this: they share each global batch, rank 0 alone
+    validates, logs and writes the checkpoints (:mod:`leukolens.train.distributed`)."""
+    ranks = setup()
+    try:
+        return _train_cells(config, ranks, resume=resume, log=log if ranks.is_main else _quiet)
+    finally:
+        cleanup(ranks)
+
+
+def _quiet(_: str) -> None:
+    """The log of every training process but the first."""
+
+
+def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: Callable[[str], None]) -> Path:
+    ranks.per_rank(config.batch_size)  # a batch that does not divide among the processes: say so first
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)  # the epochs' order: the same on every rank
+    generator = torch.Generator().manual_seed(ranks.seed(config.seed))  # augmentation: each rank its own
     out = Path(config.out)
     classes, attributes, schema, crop, train_samples, val_samples = training_cells(config)
     log(
@@ -313,20 +345,22 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
         f"{len(attributes)} attribute heads; input {config.input_size} px"
     )
     stain, stain_stored = _stain(config, train_samples, crop)
-    train_crops, val_crops = (
-        load_crops(
-            samples,
-            size=crop.cache_size,
-            context=crop.cache_context,
-            stain=stain,
-            cache_dir=Path(config.cache_dir),
-            progress=progress(f"caching {name} crops"),
+    with main_first():  # rank 0 fills the crop cache, the others read it
+        train_crops, val_crops = (
+            load_crops(
+                samples,
+                size=crop.cache_size,
+                context=crop.cache_context,
+                stain=stain,
+                cache_dir=Path(config.cache_dir),
+                progress=progress(f"caching {name} crops"),
+            )
+            for name, samples in (("train", train_samples), ("val", val_samples))
         )
-        for name, samples in (("train", train_samples), ("val", val_samples))
-    )
     spec = SPECS[config.backbone]
     model = build_cell_model(config, classes, attributes)
-    unlabelled, teacher = _self_training(config, crop, model, rng=rng, generator=generator, log=log)
+    with main_first():
+        unlabelled, teacher = _self_training(config, crop, model, rng=rng, generator=generator, log=log, ranks=ranks)
     optimizer = cell_optimizer(model, config)
     steps_per_epoch = len(train_samples) // config.batch_size
     # Linear warm-up, then cosine decay to the horizon, shortened when a time budget will end training early.
@@ -341,21 +375,33 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
         log(f"resuming after epoch {start_epoch} (best score so far {best_score:.4f})")
     started = time.time() - 60 * (history[-1]["minutes"] if history else 0.0)  # a resumed run keeps its clock
     deadline = started + 60 * config.max_minutes if config.max_minutes else None
+    trained = wrap(model, ranks)  # DistributedDataParallel under several processes; ``model`` is its network
     for epoch in range(start_epoch, config.epochs):
         batches = cell_batches(train_crops, train_samples, config, rng=rng, generator=generator, mean=spec.mean,
-                               std=spec.std)
-        losses = train_one_epoch(model, optimizer, progress(f"epoch {epoch + 1}")(batches), epoch,
+                               std=spec.std, ranks=ranks)
+        epoch_started = time.time()
+        losses = train_one_epoch(trained, optimizer, progress(f"epoch {epoch + 1}")(batches), epoch,
                                  scheduler=scheduler, config=config, deadline=deadline, unlabelled=unlabelled,
                                  teacher=teacher)
-        predictions = run_model(
-            model, val_crops, input_size=crop.input_size, mean=spec.mean, std=spec.std, margin=crop.eval_margin
-        )
+        losses = mean_over_ranks(losses)
+        train_seconds = time.time() - epoch_started
+        if not ranks.is_main:  # rank 0 validates and writes; the others take its decisions
+            horizon[0], stop = broadcast(None)
+            if stop:
+                break
+            continue
+        with all_cores(ranks):
+            predictions = run_model(
+                model, val_crops, input_size=crop.input_size, mean=spec.mean, std=spec.std, margin=crop.eval_margin
+            )
         metrics = cell_metrics(predictions, val_samples, classes=classes, attributes=attributes)
         score = metrics["class"]["accuracy"] + metrics.get("mean_attribute_accuracy", 0.0)
         history.append(
             {
                 "epoch": epoch + 1,
                 "minutes": round((time.time() - started) / 60, 2),
+                "train_seconds": round(train_seconds, 1),  # this epoch's steps alone
+                "steps": scheduler.last_epoch,
                 **losses,
                 "val_accuracy": metrics["class"]["accuracy"],
                 "val_mean_attribute_accuracy": metrics.get("mean_attribute_accuracy"),
@@ -393,20 +439,23 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
         save_checkpoint(from_model(model, crop, train=train_record, extra=extra), out / "last.pt", half=False)
         last_epoch = _last_epoch_within_budget(config, history, epoch)
         horizon[0] = max(scheduler.last_epoch + 1, last_epoch * steps_per_epoch)
+        stop = stale >= config.patience or epoch + 1 >= last_epoch
         if stale >= config.patience:
             log(f"no improvement for {stale} epochs: stopping early")
-            break
-        if epoch + 1 >= last_epoch:
-            if last_epoch < config.epochs:
-                log(f"the time budget of {config.max_minutes} minutes allows no further epoch")
+        elif stop and last_epoch < config.epochs:
+            log(f"the time budget of {config.max_minutes} minutes allows no further epoch")
+        broadcast((horizon[0], stop))
+        if stop:
             break
     return out / "best.pt"
 
 
-def _self_training(config: TrainCellsConfig, crop: CropConfig, model: CellNet, *, rng, generator, log):
+def _self_training(config: TrainCellsConfig, crop: CropConfig, model: CellNet, *, rng, generator, log,
+                   ranks: Ranks = SINGLE):
     """The endless unlabelled batches and the teacher of self-training, or (None, None) without unlabelled data.
 
-    The teacher starts as the ImageNet-initialised model and follows it (a resumed run starts it afresh)."""
+    The teacher starts as the ImageNet-initialised model and follows it (a resumed run starts it afresh). Under
+    several processes each rank draws its own part of each unlabelled batch, with its own order."""
     if not config.unlabelled_data:
         return None, None
     from leukolens.data.domains import white_cells
@@ -421,9 +470,11 @@ def _self_training(config: TrainCellsConfig, crop: CropConfig, model: CellNet, *
                        progress=progress("caching unlabelled crops"))
     log(f"self-training on {len(samples):,} unlabelled white cells")
     spec = SPECS[config.backbone]
+    if ranks.distributed:
+        rng = np.random.default_rng(ranks.seed(config.seed) + 1)  # apart from the epochs' order, which all share
     batches = unlabelled_batches(crops, config.augment, input_size=crop.input_size, margin=crop.eval_margin,
-                                 batch_size=config.batch_size, rng=rng, generator=generator, mean=spec.mean,
-                                 std=spec.std)
+                                 batch_size=ranks.per_rank(config.batch_size), rng=rng, generator=generator,
+                                 mean=spec.mean, std=spec.std)
     return batches, ModelEMA(model, momentum=config.teacher_momentum)
 
 

@@ -18,6 +18,8 @@ from typing import Generic, TypeVar
 import torch
 from tqdm import tqdm
 
+from leukolens.train.distributed import any_rank, is_main_process, unwrap
+
 Batch = TypeVar("Batch")
 
 
@@ -36,8 +38,10 @@ class Batches(Generic[Batch]):
 
 
 def progress(description: str) -> Callable[[Iterable], Iterable]:
-    """A quiet tqdm bar on stderr (off when stderr is not a terminal)."""
-    return lambda iterable: tqdm(iterable, desc=description, leave=False, disable=None, file=sys.stderr)
+    """A quiet tqdm bar on stderr (off when stderr is not a terminal, and on all but the first of several training
+    processes)."""
+    disable = None if is_main_process() else True
+    return lambda iterable: tqdm(iterable, desc=description, leave=False, disable=disable, file=sys.stderr)
 
 
 def freeze(model: torch.nn.Module, modules: list[torch.nn.Module], *, weights: bool = True) -> None:
@@ -52,9 +56,10 @@ def freeze(model: torch.nn.Module, modules: list[torch.nn.Module], *, weights: b
 
 
 def train_mode(model: torch.nn.Module) -> None:
-    """``model.train()``, with the modules :func:`freeze` fixed left in eval mode."""
+    """``model.train()``, with the modules :func:`freeze` fixed left in eval mode (``model`` may be wrapped in
+    DistributedDataParallel)."""
     model.train()
-    for module in getattr(model, "_frozen_modules", []):
+    for module in getattr(unwrap(model), "_frozen_modules", []):
         module.eval()
 
 
@@ -114,4 +119,6 @@ class MeanLosses:
 
 
 def past(deadline: float | None) -> bool:
-    return deadline is not None and time.time() > deadline
+    """Whether ``deadline`` has passed; under several training processes, whether it has on any of them, so that
+    every process stops at the same step."""
+    return deadline is not None and any_rank(time.time() > deadline)
