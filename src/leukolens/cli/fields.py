@@ -29,6 +29,7 @@ from leukolens.train.detector import TrainDetectorConfig
 
 def cmd_train_detector(args: argparse.Namespace) -> int:
     from leukolens.train.detector import train_detector
+    from leukolens.train.distributed import is_main_process
 
     config = config_from_args(
         TrainDetectorConfig,
@@ -43,7 +44,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         ),
     )
     best = train_detector(config, resume=args.resume)
-    print(f"best checkpoint: {best}")
+    if is_main_process():  # under torchrun, rank 0 alone reports
+        print(f"best checkpoint: {best}")
     return 0
 
 

@@ -24,6 +24,10 @@ Domain experiments: ``classes`` trains a subset of the data set's classes (e.g. 
 the primary fields of these sources (leave-one-source-out on TXL-PBC), ``stain_norm`` normalises every field's
 stain to a reference field (stored in the checkpoint, applied again at detection), and ``augment`` carries the
 stain, blur, noise and zoom augmentation (presets in :data:`leukolens.data.fields.FIELD_AUGMENT_PRESETS`).
+
+Under ``torchrun --nproc_per_node=N`` the same run is shared by N processes (:mod:`leukolens.train.distributed`):
+each draws ``batch_size / N`` windows of every step with its own random stream (windows are drawn independently,
+so N such parts are a batch as one process draws it), rank 0 validates and writes.
 """
 
 from __future__ import annotations
@@ -70,6 +74,17 @@ from leukolens.models.detector import (
     save_detector,
 )
 from leukolens.records import BLOOD_CELLS, Field, Vocabulary, known_vocabulary
+from leukolens.train.distributed import (
+    SINGLE,
+    Ranks,
+    all_cores,
+    broadcast,
+    cleanup,
+    mean_over_ranks,
+    setup,
+    unwrap,
+    wrap,
+)
 from leukolens.train.ema import ModelEMA
 from leukolens.train.loop import (
     Batches,
@@ -353,12 +368,15 @@ def field_batches(
     generator: torch.Generator,
     mean: tuple[float, ...],
     std: tuple[float, ...],
+    ranks: Ranks = SINGLE,
 ) -> Batches[FieldBatch]:
-    """``steps_per_epoch`` batches of windows, each window's field drawn from the pools with the given weights."""
+    """``steps_per_epoch`` batches of windows, each window's field drawn from the pools with the given weights;
+    under several processes, this rank's part of each batch (drawn with this rank's ``rng``)."""
+    batch_size = ranks.per_rank(config.batch_size)
 
     def make():
         for _ in range(config.steps_per_epoch):
-            which = rng.choice(len(pools), size=config.batch_size, p=weights)
+            which = rng.choice(len(pools), size=batch_size, p=weights)
             samples = [pools[p][int(rng.integers(len(pools[p])))] for p in which]
             images, boxes, labels, regions = make_batch(samples, config, rng, generator, mean, std)
             taught = None
@@ -386,26 +404,28 @@ def train_one_epoch(
     """One step per batch (epoch ``epoch``, 0-based); returns the mean of each loss part.
 
     ``teacher`` (sparse mode ``pseudo``): ``{"ema": ModelEMA, "prototypes": [classes, c] tensor}``, updated here.
+    ``model`` may be wrapped in DistributedDataParallel.
     """
     train_mode(model)
+    network = unwrap(model)
     losses = MeanLosses(batches)
-    stride = model.config.stride
+    stride = network.config.stride
     for batch in batches:
         output = model(batch.images)
         output_size = tuple(output.heatmap.shape[-2:])
         targets = centernet_targets(
-            batch.boxes, batch.labels, num_classes=len(model.config.classes), output_size=output_size, stride=stride
+            batch.boxes, batch.labels, num_classes=len(network.config.classes), output_size=output_size, stride=stride
         )
         annotated = None
         if any(r is not None for r in batch.regions):  # sparsely annotated fields: the rest is not negative
             annotated = annotated_mask(batch.regions, output_size=output_size, stride=stride)
         parts = detection_loss(output, targets, taught=batch.taught, annotated=annotated)
         if teacher is not None and annotated is not None:
-            parts.update(_pseudo_parts(model, teacher, batch, output, annotated, pseudo, step=scheduler.last_epoch))
+            parts.update(_pseudo_parts(network, teacher, batch, output, annotated, pseudo, step=scheduler.last_epoch))
             parts["total"] = parts["total"] + pseudo.weight * parts["pseudo"]
         optimisation_step(optimizer, scheduler, parts["total"], parameters=model.parameters(), max_norm=10.0)
         if teacher is not None:
-            teacher["ema"].update(model)
+            teacher["ema"].update(network)
         losses.add(parts)
         if past(deadline):
             break
@@ -442,12 +462,28 @@ def _pseudo_parts(model, teacher, batch: FieldBatch, output, annotated, pseudo: 
 
 
 def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> Path:
-    """Train a detector; returns the path of the best checkpoint."""
+    """Train a detector; returns the path of the best checkpoint.
+
+    Under ``torchrun --nproc_per_node=N`` every process calls this (``threads`` is then each process's; default
+    ``cores // N``): they share each batch, rank 0 alone validates, logs and writes the checkpoints."""
+    ranks = setup(threads=config.threads)
+    try:
+        return _train_detector(config, ranks, resume=resume, log=log if ranks.is_main else _quiet)
+    finally:
+        cleanup(ranks)
+
+
+def _quiet(_: str) -> None:
+    """The log of every training process but the first."""
+
+
+def _train_detector(config: TrainDetectorConfig, ranks: Ranks, *, resume: bool, log: Callable[[str], None]) -> Path:
+    ranks.per_rank(config.batch_size)  # a batch that does not divide among the processes: say so first
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(ranks.seed(config.seed))  # windows and their augmentation: each rank its own
+    generator = torch.Generator().manual_seed(ranks.seed(config.seed))
     out = Path(config.out)
     classes, train, extra, val, taught_by_val = training_fields(config, log)
     if classes.names != BLOOD_CELLS.names:
@@ -522,19 +558,31 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
             teacher["ema"].module.load_state_dict(last.extra["teacher"])
             teacher["ema"].updates = scheduler.last_epoch
         horizon[0] = last.extra.get("horizon", total_steps)
-        rng = np.random.default_rng(config.seed + start_epoch)
+        rng = np.random.default_rng(ranks.seed(config.seed + start_epoch))
         log(f"resuming after epoch {start_epoch} (best score so far {best_score:.4f})")
     started = time.time() - 60 * (history[-1]["minutes"] if history else 0.0)
     deadline = started + 60 * config.max_minutes if config.max_minutes else None
+    # DistributedDataParallel under several processes; ``model`` is its network. At stride 8 the stride-4 lateral
+    # and its smoothing take no part.
+    trained = wrap(model, ranks, unused_parameters=model.first_level > 0)
     for epoch in range(start_epoch, config.epochs):
         batches = field_batches(pools, weights, config, num_classes=len(classes), rng=rng, generator=generator,
-                                mean=spec.mean, std=spec.std)
-        losses = train_one_epoch(model, optimizer, progress(f"epoch {epoch + 1}")(batches), epoch,
+                                mean=spec.mean, std=spec.std, ranks=ranks)
+        epoch_started = time.time()
+        losses = train_one_epoch(trained, optimizer, progress(f"epoch {epoch + 1}")(batches), epoch,
                                  scheduler=scheduler, pseudo=config.pseudo, teacher=teacher, deadline=deadline)
+        losses = mean_over_ranks(losses)
+        train_seconds = time.time() - epoch_started
+        if not ranks.is_main:  # rank 0 validates and writes; the others take its decisions
+            horizon[0], stop = broadcast(None)
+            if stop:
+                break
+            continue
         train_minutes = (time.time() - started) / 60
         metrics, scores, detections = {}, [], {}
         for name, fields in val.items():
-            detections[name] = detect_arrays(model, fields, size, spec.mean, spec.std, stain, scales=scales)
+            with all_cores(ranks):
+                detections[name] = detect_arrays(model, fields, size, spec.mean, spec.std, stain, scales=scales)
             metrics[name] = evaluate_detections(fields, detections[name], classes, threshold=0.3)
             scored = taught_by_val.get(name) or classes.names  # an extra data set scores only what it teaches
             scores.append(float(np.mean([metrics[name]["per_class"][c]["AP50"] or 0.0 for c in scored])))
@@ -545,6 +593,7 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
                 "epoch": epoch + 1,
                 "minutes": round((time.time() - started) / 60, 2),
                 "train_minutes": round(train_minutes, 2),
+                "train_seconds": round(train_seconds, 1),  # this epoch's steps alone
                 "steps": scheduler.last_epoch,
                 **{k: round(v, 4) for k, v in losses.items()},
                 **{f"val_mAP50/{n}": round(m["mAP50"] or 0.0, 4) for n, m in metrics.items()},
@@ -596,8 +645,10 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
             room = int((config.max_minutes - history[-1]["minutes"]) / per_epoch) if per_epoch > 0 else 0
             last_epoch = max(epoch + 1, min(config.epochs, epoch + 1 + room))
             horizon[0] = max(scheduler.last_epoch + 1, last_epoch * config.steps_per_epoch)
-        if epoch + 1 >= last_epoch or (deadline is not None and time.time() > deadline):
-            if last_epoch < config.epochs:
-                log(f"the time budget of {config.max_minutes} minutes allows no further epoch")
+        stop = epoch + 1 >= last_epoch or (deadline is not None and time.time() > deadline)
+        if stop and last_epoch < config.epochs:
+            log(f"the time budget of {config.max_minutes} minutes allows no further epoch")
+        broadcast((horizon[0], stop))
+        if stop:
             break
     return out / "best.pt"
