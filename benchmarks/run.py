@@ -21,6 +21,7 @@ from benchmarks import (
     cells,
     clip,
     colour_sweep,
+    ddp,
     detector,
     detector_loso,
     domains,
@@ -61,6 +62,7 @@ BENCHMARKS = {
     "serve_load": serve_load.run,
     "archive_search": archive_search.run,
     "onnx": onnx_speed.run,
+    "ddp": ddp.run,
     "scaling": scaling.run,
 }
 HEADER = """# Benchmarks
