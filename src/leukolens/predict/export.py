@@ -170,8 +170,9 @@ def _cells(checkpoint: CellCheckpoint) -> tuple[nn.Module, Export, dict]:
         "kind": "cells",
         "input": {
             "name": export.input_name, "dtype": "float32", "layout": "NCHW", "shape": ["batch", 3, size, size],
-            "meaning": "RGB cell crops cut as preprocess.crop says (stain-normalised first when preprocess.stain is "
-                       "set), scaled to 0..1, then (x - mean) / std per channel",
+            "meaning": "RGB cell crops cut as preprocess.crop says (a square window crop.context times the box's "
+                       "longer side, centred on it; a whole single-cell image as it is), resized to input_size, "
+                       "stain-normalised first when preprocess.stain is set, scaled to 0..1, then (x - mean) / std",
         },
         "preprocess": checkpoint.preprocess.as_dict(),
         "classes": list(config.classes),
