@@ -101,10 +101,8 @@ def test_the_cell_model_adapts_on_the_client_and_the_workers_use_it(tmp_path, ti
     here = analyze([folder], out=tmp_path / "here", **options)
     there = analyze([folder], out=tmp_path / "there", cluster=cluster, **options)
     assert there["notes"] == here["notes"] == ["cell model adapted to this sample's first 64 white cells"]
+    # the same adapted network read every field (that adapting changes the reading is tests/test_analyze.py's)
     assert _documents(tmp_path / "there") == _documents(tmp_path / "here")
-    plain = analyze([folder], out=tmp_path / "plain", **{**options, "adapt": False})
-    assert _documents(tmp_path / "plain") != _documents(tmp_path / "here")  # the adaptation did change the reading
-    assert plain["notes"] == []
 
 
 def test_a_folder_of_samples_with_one_bad_sample(tmp_path, tiny_detector, tiny_cells, cluster, capsys):
@@ -158,7 +156,7 @@ def test_an_unreachable_scheduler_is_one_clear_line(tmp_path, tiny_detector, cap
 
 def test_a_worker_killed_mid_run_has_its_fields_done_by_another(tmp_path, tiny_detector, tiny_cells, cluster):
     """Last in the module: the killed worker's nanny starts a new one, but that takes a while."""
-    folder = _fields(tmp_path / "sample", 24)
+    folder = _fields(tmp_path / "sample", 12)
     out = tmp_path / "out"
     pids = list(cluster.client.run(os.getpid).values())
     finished = {}
@@ -172,8 +170,8 @@ def test_a_worker_killed_mid_run_has_its_fields_done_by_another(tmp_path, tiny_d
     os.kill(pids[0], signal.SIGKILL)
     fields_at_kill = sum(1 for p in out.glob("*.json"))
     run.join(timeout=300)
-    assert fields_at_kill < 24, "the run ended before the worker was killed"
-    assert finished["fields_read"] == 24 and finished["fields_skipped"] == []
+    assert fields_at_kill < 12, "the run ended before the worker was killed"
+    assert finished["fields_read"] == 12 and finished["fields_skipped"] == []
     for path in out.glob("*.json"):
         if path.name != "summary.json":
             assert validate(json.loads(path.read_text()), "field") == []
