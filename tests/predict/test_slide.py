@@ -50,6 +50,20 @@ def test_a_cell_cut_a_few_pixels_short_of_a_tile_side_is_dropped_for_its_whole_s
     np.testing.assert_allclose(merged.boxes, [[386, 103, 608, 286]])
 
 
+def test_a_cell_wider_than_the_tiles_overlap_keeps_its_largest_box():
+    # 100 px of overlap, a cell 110 px tall on the tile rows' border: near a side in both rows (one box each), and a
+    # third tile to the right sees its left part cut
+    top = Tile(0, 0, 512, 512, (False, False, True, True))
+    right = Tile(300, 0, 512, 512, (True, False, False, True))
+    bottom = Tile(0, 412, 512, 512, (False, True, True, False))
+    tall = Detections(np.array([[200, 405, 400, 512]], np.float32), np.array([0.8], np.float32), np.array([0]))
+    part = Detections(np.array([[0, 410, 100, 512]], np.float32), np.array([0.5], np.float32), np.array([0]))
+    low = Detections(np.array([[200, 0, 400, 103]], np.float32), np.array([0.7], np.float32), np.array([0]))
+    merged = merge_tiles([tall, part, low], [top, right, bottom], factor=1.0)
+    # the left part (300..400 of the slide) yields to the larger boxes; the two near-whole boxes overlap by NMS
+    assert len(merged) == 1 and merged.boxes[0].tolist() == [200, 405, 400, 512]
+
+
 class _Detector:
     """What window_overlap asks of a detector: its scale configuration."""
 

@@ -398,8 +398,9 @@ def merge_tiles(
     """One set of detections in native pixels from per-tile detections (each in its tile's pixels).
 
     A box within ``edge`` pixels of a tile's inner side is a cell cut by the tile; it is dropped when a box of the
-    same class not cut by any tile, scoring at least half as high, covers ``covered`` of its area (the cell seen whole
-    in a neighbour). The rest go through class-wise NMS at ``iou``; coordinates are divided by ``factor``.
+    same class not cut by any tile, or larger than it, scoring at least half as high, covers ``covered`` of its area
+    (the cell seen whole, or more of it, in a neighbour). The rest go through class-wise NMS at ``iou``; coordinates
+    are divided by ``factor``.
     ``edge`` is 16 working pixels, not 2: the detector's box for a cell cut by the tile often stops a few pixels
     short of the cut (6 px measured), and such a half box has an IoU just under 0.5 with the whole one, so NMS kept
     both (2 of 12 white cells twice on a slide mosaic, ``tests/test_analyze_slide.py``). A whole cell that close to
@@ -422,11 +423,15 @@ def merge_tiles(
         return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
     boxes, scores, labels, cut = (np.concatenate(v) for v in (boxes, scores, labels, cut))
     keep = np.ones(len(scores), bool)
-    whole = np.flatnonzero(~cut)
+    areas = _area(boxes)
     for i in np.flatnonzero(cut):
-        if len(whole):
-            share = _intersection(boxes[i : i + 1], boxes[whole])[0] / max(float(_area(boxes[i : i + 1])[0]), 1e-9)
-            keep[i] = not np.any((share >= covered) & (labels[whole] == labels[i]) & (scores[whole] >= scores[i] / 2))
+        # A cut box yields to a box of its class that sees more of the cell: one no tile cuts, or a larger one (a
+        # cell wider than the tiles' overlap is near a tile side in every tile that holds it).
+        others = np.flatnonzero((~cut | (areas > areas[i])) & (labels == labels[i]))
+        others = others[others != i]
+        if len(others):
+            share = _intersection(boxes[i : i + 1], boxes[others])[0] / max(float(areas[i]), 1e-9)
+            keep[i] = not np.any((share >= covered) & (scores[others] >= scores[i] / 2))
     index = np.flatnonzero(keep)
     index = index[class_nms(boxes[index], scores[index], labels[index], iou=iou)]
     return Detections((boxes[index] / factor).astype(np.float32), scores[index], labels[index])
