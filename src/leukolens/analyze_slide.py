@@ -114,8 +114,9 @@ def analyze_slide(
 ) -> dict:
     """Analyse one whole slide as a sample; returns the summary (also written to ``<out>/summary.json``).
 
-    The options are :func:`leukolens.analyze.analyze`'s; ``overlays`` and ``report`` both want the thumbnail, which
-    is written unless both are off. ``config`` sets the windows (:class:`~leukolens.predict.slide.SlideConfig`).
+    The options are :func:`leukolens.analyze.analyze`'s, but ``batch_size``, which a slide leaves to ``config``
+    (:attr:`~leukolens.predict.slide.SlideConfig.batch_size`, kept small for memory); ``overlays`` and ``report``
+    both want the thumbnail, which is written unless both are off. ``config`` sets the windows.
     ``progress`` is called with (windows done, windows); without it, ``log`` gets a line at every tenth of them.
 
     Raises:
@@ -133,7 +134,7 @@ def analyze_slide(
         scale, scale_note = slide_scale(field_detector, slide, microns_per_pixel=microns_per_pixel, config=config)
         log(f"leukolens: {path}: {slide.width}x{slide.height} px, {scale_note}")
         notes.append(scale_note)
-        walk = detect_slide(field_detector, slide, scale, threshold=threshold, batch_size=batch_size, config=config,
+        walk = detect_slide(field_detector, slide, scale, threshold=threshold, config=config,
                             progress=_windows_progress(path, log, progress))
         found = walk.detections
         white = tuple(c for c in field_detector.classes if c not in NOT_WHITE)

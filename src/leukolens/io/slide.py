@@ -47,8 +47,8 @@ MPP_RANGE = (0.02, 5.0)
 """Microns per pixel a microscope or slide scanner gives (100x oil about 0.05-0.1, 20x about 0.5)."""
 BLANK = (255, 255, 255)
 """What a damaged or missing tile reads as: bare glass."""
-CACHE_BYTES = 256 * 2**20
-"""Decoded tiles kept for the next region (bytes)."""
+CACHE_BYTES = 64 * 2**20
+"""Decoded tiles kept for the next region (bytes): enough for the tiles two neighbouring windows of a row share."""
 FIELD_MAX_PIXELS = 40_000_000  # predict.fields.MAX_PIXELS: larger images are no microscope field
 FIELD_MAX_SIDE = 8192
 

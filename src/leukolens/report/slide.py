@@ -59,5 +59,5 @@ def slide_png(
 ) -> bytes:
     """:func:`draw_slide` as PNG bytes."""
     buffer = io.BytesIO()
-    draw_slide(thumbnail, scale, cells, classes).save(buffer, format="PNG", compress_level=1)
+    draw_slide(thumbnail, scale, cells, classes).save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
