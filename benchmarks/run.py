@@ -33,6 +33,7 @@ from benchmarks import (
     scaling,
     serve_load,
     sim2real,
+    slides,
     sparse,
     synth_realism,
     synth_speed,
@@ -64,6 +65,7 @@ BENCHMARKS = {
     "onnx": onnx_speed.run,
     "ddp": ddp.run,
     "scaling": scaling.run,
+    "slides": slides.run,
 }
 HEADER = """# Benchmarks
 
