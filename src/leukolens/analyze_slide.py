@@ -149,8 +149,9 @@ def analyze_slide(
                 reader, note = adapt_reader(reader, first)
                 notes.append(note)
                 crops = chain(first, crops)
-            for start in range(0, len(indices), reader.batch_size):
-                batch = list(islice(crops, reader.batch_size))
+            batch_size = (config or SlideConfig()).cell_batch_size
+            for start in range(0, len(indices), batch_size):
+                batch = list(islice(crops, batch_size))
                 for i, prediction in zip(indices[start:], reader.predict_crops(np.stack(batch))):
                     predictions[i] = prediction
         problems = damaged_notes(slide)

@@ -5,8 +5,8 @@
     ...     walk = detect_slide(detector, slide, scale)          # boxes in slide pixels, a thumbnail
     ...     crops = slide_cell_crops(reader, slide, walk.detections, white_indices)
 
-A slide is never held whole: it is read in windows (at most :attr:`SlideConfig.window` native pixels a side, 6144
-by default, about 110 MB; the side that costs the fewest detector inputs, :func:`window_overlap`) that overlap by
+A slide is never held whole: it is read in windows (at most :attr:`SlideConfig.window` native pixels a side, 4096
+by default, 50 MB; the side that costs the fewest detector inputs, :func:`window_overlap`) that overlap by
 :attr:`SlideConfig.overlap_cells` large white cells at the slide's scale.
 
 - **Scale, once per slide** (:func:`slide_scale`): a user's microns per pixel, else the file's own, else the red cells
@@ -79,15 +79,18 @@ class SlideConfig:
         batch_size: detector inputs run together. Small: ONNX Runtime keeps the memory its largest batch needed,
             and at 512 px a batch of 8 holds about 600 MB more than a batch of 1, for about a fifth less time; 2
             costs about 110 MB (measured on 2 cores).
+        cell_batch_size: white cells the cell model reads together, small for the same reason (a batch of 64
+            160 px crops held about 440 MB).
     """
 
-    window: int = 6144
+    window: int = 4096
     overlap_cells: float = 1.5
     margin_cells: float = 0.1
     scale_windows: int = 5
     scale_window: int = 2048
     iou: float = 0.5
     batch_size: int = 2
+    cell_batch_size: int = 16
 
 
 @dataclass(frozen=True)
