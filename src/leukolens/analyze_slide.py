@@ -32,7 +32,14 @@ from leukolens.predict.cells import CellReader
 from leukolens.predict.fields import Detector
 from leukolens.predict.output import field_json
 from leukolens.predict.results import AnalyzedField, CellPrediction, PredictedCell
-from leukolens.predict.slide import SlideConfig, SlideWalk, detect_slide, slide_cell_crops, slide_scale
+from leukolens.predict.slide import (
+    SlideConfig,
+    SlideWalk,
+    detect_slide,
+    merge_contained,
+    slide_cell_crops,
+    slide_scale,
+)
 from leukolens.records import Vocabulary
 from leukolens.report.html import REPORT_NAME, write_report
 from leukolens.report.slide import slide_png
@@ -136,8 +143,8 @@ def analyze_slide(
         notes.append(scale_note)
         walk = detect_slide(field_detector, slide, scale, threshold=threshold, config=config,
                             progress=_windows_progress(path, log, progress))
-        found = walk.detections
         white = tuple(c for c in field_detector.classes if c not in NOT_WHITE)
+        found = merge_contained(walk.detections, white)
         indices = [i for i in range(len(found)) if found.class_name(i) in white]
         predictions: dict[int, CellPrediction] = {}
         if reader is not None and indices:

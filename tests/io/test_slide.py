@@ -141,3 +141,12 @@ def test_unreadable_slides_are_clear_errors(tmp_path):
     with pytest.raises(LeukolensError, match="broken.tif: cannot read as a TIFF"):
         open_slide(tmp_path / "broken.tif")
     assert not is_slide(tmp_path / "broken.tif")  # left to the field path, which says why it cannot be read
+
+
+def test_openslide_reads_the_same_regions_when_installed(pyramid, pixels):
+    pytest.importorskip("openslide", reason="openslide-python is not installed (optional)")
+    from leukolens.io.slide import OpenSlideSlide
+
+    with OpenSlideSlide(pyramid) as slide:  # a generic tiled TIFF, which OpenSlide also reads
+        assert (slide.width, slide.height) == (WIDTH, HEIGHT)
+        assert np.array_equal(slide.read_region(250, 130, 700, 515), pixels[130:645, 250:950])

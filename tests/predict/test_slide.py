@@ -64,6 +64,22 @@ def test_a_cell_wider_than_the_tiles_overlap_keeps_its_largest_box():
     assert len(merged) == 1 and merged.boxes[0].tolist() == [200, 405, 400, 512]
 
 
+def test_a_white_cell_seen_twice_keeps_its_larger_box_and_red_cells_are_left_alone():
+    from leukolens.predict.results import FieldDetections
+    from leukolens.predict.slide import merge_contained
+
+    boxes = np.array([
+        [100, 100, 300, 300],  # a white cell
+        [150, 110, 260, 310],  # part of it (IoU 0.5 with it): the same cell
+        [290, 100, 480, 290],  # a neighbour touching it: kept
+        [600, 600, 680, 680], [610, 605, 670, 675],  # two red cells, one over the other: not this merge's
+    ], np.float32)
+    found = FieldDetections(boxes, np.array([0.8, 0.6, 0.7, 0.9, 0.5], np.float32), np.array([0, 0, 0, 1, 1]),
+                            canvas_size=(1000, 1000), classes=("WBC", "RBC", "Platelets"))
+    merged = merge_contained(found, ("WBC",))
+    assert merged.boxes.tolist() == boxes[[0, 2, 3, 4]].tolist()
+
+
 class _Detector:
     """What window_overlap asks of a detector: its scale configuration."""
 

@@ -34,7 +34,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -315,6 +315,32 @@ def _concat(parts: Sequence[Detections]) -> Detections:
         np.concatenate([np.asarray(p.scores, np.float32) for p in parts]),
         np.concatenate([np.asarray(p.labels, np.int64) for p in parts]),
     )
+
+
+def merge_contained(
+    detections: FieldDetections, classes: Sequence[str], *, covered: float = 0.6
+) -> FieldDetections:
+    """``detections`` less the boxes of ``classes`` that a larger box of their class, scoring at least half as high,
+    covers for ``covered`` of their area: the same cell seen twice, one box of it partial (NMS at IoU 0.5 keeps a half
+    box beside the whole one). Only for cells that lie apart in a smear, as white cells do: of BCCD's annotated white
+    cells sharing a field, none covers more than 0.42 of another."""
+    labels = [i for i, name in enumerate(detections.classes) if name in classes]
+    chosen = np.flatnonzero(np.isin(detections.labels, labels))
+    boxes, scores = detections.boxes[chosen], detections.scores[chosen]
+    areas = (boxes[:, 2] - boxes[:, 0]).clip(0) * (boxes[:, 3] - boxes[:, 1]).clip(0)
+    drop = []
+    for k in range(len(chosen)):
+        larger = (areas > areas[k]) & (detections.labels[chosen] == detections.labels[chosen[k]])
+        larger &= scores >= scores[k] / 2
+        if not larger.any():
+            continue
+        w = np.minimum(boxes[larger, 2], boxes[k, 2]) - np.maximum(boxes[larger, 0], boxes[k, 0])
+        h = np.minimum(boxes[larger, 3], boxes[k, 3]) - np.maximum(boxes[larger, 1], boxes[k, 1])
+        if np.any(w.clip(0) * h.clip(0) >= covered * max(float(areas[k]), 1e-9)):
+            drop.append(chosen[k])
+    keep = np.setdiff1d(np.arange(len(detections)), drop)
+    return replace(detections, boxes=detections.boxes[keep], scores=detections.scores[keep],
+                   labels=detections.labels[keep])
 
 
 # ------------------------------------------------------------------------------------------------------ cells
