@@ -18,8 +18,8 @@ level  parts                                            what they hold
 8      predict, detect, describe, generate, search      inference (the top-level files move into predict/)
 9      sample                                           from cells to a sample: differential, flags
 10     report, store                                    HTML report, overlays, plots; the archive
-11     analyze, cluster                                 the whole pipeline on an image: predict, sample, report;
-                                                        its fields on Dask workers
+11     analyze, cluster, analyze_slide                  the whole pipeline on an image: predict, sample, report;
+                                                        its fields on Dask workers; a whole slide
 12     cli, web, demo, __main__, leukolens (the package) thin faces that only call the library
 ====== ================================================ ==================================================
 
@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     "store": 10,
     "analyze": 11,
     "cluster": 11,
+    "analyze_slide": 11,
     "cli": 12,
     "web": 12,
     "demo": 12,
