@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -66,7 +67,8 @@ def test_a_field_file_reads_back_as_the_record_it_was_written_from(tmp_path, tin
     field = field_from_json(document)
     assert field.cells[0].prediction.probabilities == document["cells"][0]["type_probabilities"]
     assert field.scale.method == document["scale"]["method"] and field.tiles == document["scale"]["tiles"]
-    assert field_json(field, document["detector"]) == document
+    assert document["analysis"]["cell_model"] == str(tiny_cells.absolute())
+    assert field_json(field, document["detector"], document["analysis"]) == document
 
 
 def test_resume_analyses_again_exactly_the_fields_whose_files_are_missing_or_broken(tmp_path, tiny_detector,
@@ -115,6 +117,44 @@ def test_a_field_file_of_another_image_or_detector_is_not_kept(tmp_path):
     assert finished_field(job, FieldSettings(tmp_path, detector, overlays=True)) is None  # no a.png
     (tmp_path / "a.json").write_text(json.dumps({**document, "cells": [{"id": 1}]}))  # not the schema
     assert finished_field(job, settings) is None
+
+    # the cells read otherwise, or no record of how they were read: analysed again
+    analysis = {"cell_model": "c.pt", "cell_model_sha256": "0" * 64, "match_stain": False, "adapt": False,
+                "blast_examples": [], "scale": "auto", "microns_per_pixel": None}
+    with_analysis = FieldSettings(tmp_path, detector, analysis, overlays=False)
+    (tmp_path / "a.json").write_text(json.dumps({**document, "analysis": analysis}))
+    assert finished_field(job, with_analysis) == {**document, "analysis": analysis}
+    assert finished_field(job, replace(with_analysis, analysis={**analysis, "adapt": True})) is None
+    assert finished_field(job, replace(with_analysis, analysis={**analysis, "cell_model_sha256": "1" * 64})) is None
+    (tmp_path / "a.json").write_text(json.dumps(document))
+    assert finished_field(job, with_analysis) is None
+
+
+def test_resume_analyses_again_the_fields_whose_cells_were_read_otherwise(tmp_path, tiny_detector, tiny_cells,
+                                                                          monkeypatch):
+    from leukolens.predict import weights
+
+    folder, out = _fields(tmp_path / "sample", 3), tmp_path / "out"
+    options = {"detector": tiny_detector, "overlays": False, "report": False}
+    with monkeypatch.context() as patch:  # no cell model: white cells found, not typed
+        patch.setitem(weights.SHIPPED, "cells", "absent.pt")
+        untyped = analyze([folder], out=out, log=lambda _: None, **options)
+    assert untyped["wbc_typed"] == 0
+    assert json.loads((out / "BloodImage_00007.json").read_text())["analysis"]["cell_model"] is None
+
+    messages = []
+    typed = analyze([folder], out=out, cells=tiny_cells, resume=True, log=messages.append, **options)
+    note = "3 fields of an earlier run analysed again: their cells were read otherwise (other cell_model, "
+    assert typed["fields_resumed"] == 0 and typed["wbc_typed"] == 3 * 48  # none of the untyped fields kept
+    assert any(n.startswith(note) for n in typed["notes"]) and any(m.endswith(typed["notes"][0]) for m in messages)
+    assert all("no shipped cell model" not in n for n in typed["notes"])
+
+    again = analyze([folder], out=out, cells=tiny_cells, resume=True, log=lambda _: None, **options)
+    assert again["fields_resumed"] == 3 and again["notes"] == []
+    adapted = analyze([folder], out=out, cells=tiny_cells, adapt=True, resume=True, log=lambda _: None, **options)
+    assert adapted["fields_resumed"] == 0
+    assert f"{note.split(' (')[0]} (other adapt)" in adapted["notes"]
+    assert json.loads((out / "BloodImage_00007.json").read_text())["analysis"]["adapt"] is True
 
 
 def test_a_run_killed_mid_sample_resumes_without_redoing_a_finished_field(tmp_path, tiny_detector, tiny_cells):

@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
+from leukolens.models.clip import file_sha256
 from leukolens.predict import weights
 from leukolens.predict.cells import CellReader
 from leukolens.predict.fields import SAMPLE_FIELDS, SCALE_MODES, Detector, find_images, load_field
@@ -177,6 +178,8 @@ class FieldSettings:
     Attributes:
         out: the sample's output folder.
         detector_info: what every field file says of the detector (checkpoint, threshold, classes).
+        analysis: what every field file says its cells' reading depended on (:func:`analysis_info`; None: not
+            said).
         overlays: also draw each field to ``<stem>.png``.
         threshold: detector score threshold (None: the checkpoint's).
         batch_size: fields (or tiles) per detector batch.
@@ -188,6 +191,7 @@ class FieldSettings:
 
     out: Path
     detector_info: dict
+    analysis: dict | None = None
     overlays: bool = True
     threshold: float | None = None
     batch_size: int = 8
@@ -267,7 +271,7 @@ def analyse_fields(
         for (job, notes), image, cells, detections in zip(loaded, images, read, found):
             analysed = AnalyzedField(job.path, image.width, image.height, cells=cells, notes=notes,
                                      scale=detections.scale, tiles=detections.tiles)
-            document = field_json(analysed, settings.detector_info)
+            document = field_json(analysed, settings.detector_info, settings.analysis)
             results[job] = FieldResult(job.path, job.stem, document=document)
             write(_field_writer(settings, job.stem, analysed, document, palette))
     return [results[job] for job in jobs]
@@ -308,10 +312,25 @@ def _is_png(path: Path) -> bool:
         return False
 
 
-def finished_field(job: FieldJob, settings: FieldSettings) -> dict | None:
+def analysis_info(spec: ModelSpec, *, adapt: bool, scale: str, microns_per_pixel: float | None) -> dict:
+    """What the reading of a sample's cells depends on beyond the image and the detector, as every field file
+    records it (its ``analysis``): the cell model (path and SHA-256 of the whole file, as its atypicality and blast
+    scorers sit beside the network) or none, and the options that change what it reads."""
+    return {
+        "cell_model": None if spec.cells is None else str(spec.cells),
+        "cell_model_sha256": None if spec.cells is None else file_sha256(spec.cells),
+        "match_stain": spec.match_stain if spec.cells is not None else False,
+        "adapt": adapt if spec.cells is not None else False,
+        "blast_examples": list(spec.blast_examples),
+        "scale": scale,
+        "microns_per_pixel": microns_per_pixel,
+    }
+
+
+def earlier_field(job: FieldJob, settings: FieldSettings) -> dict | None:
     """The field's document when an earlier run's files for it are complete and valid (the JSON parses, follows
     the field schema of this version, names this image and this detector; the overlay is there when overlays are
-    asked for), else None: the field is to be analysed again."""
+    asked for), else None. Whether its cells were read the same way is :func:`finished_field`'s question."""
     try:
         document = json.loads((settings.out / f"{job.stem}.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
@@ -323,6 +342,28 @@ def finished_field(job: FieldJob, settings: FieldSettings) -> dict | None:
     if validate(document, "field") or (settings.overlays and not _is_png(settings.out / f"{job.stem}.png")):
         return None
     return document
+
+
+def finished_field(job: FieldJob, settings: FieldSettings) -> dict | None:
+    """The field's document when an earlier run completed it (:func:`earlier_field`) and read its cells as this
+    run would (the same ``analysis``: cell model, its options, the scale asked for), else None: the field is to
+    be analysed again. A file that records no ``analysis`` (written before it was recorded) is analysed again:
+    nothing says how its cells were read."""
+    document = earlier_field(job, settings)
+    if document is None or document.get("analysis") != settings.analysis:
+        return None
+    return document
+
+
+def _read_differently(documents: Sequence[dict], analysis: dict | None) -> str:
+    """A note on the fields an earlier run completed but read otherwise: how many, and what differed."""
+    differed = {key for d in documents for key in (analysis or {})
+                if isinstance(d.get("analysis"), dict) and d["analysis"].get(key) != analysis[key]}
+    unrecorded = sum(not isinstance(d.get("analysis"), dict) for d in documents)
+    why = [f"other {', '.join(sorted(differed))}"] if differed else []
+    why += [f"{unrecorded} with no record of how their cells were read"] if unrecorded else []
+    count = f"{len(documents)} field{'s' if len(documents) != 1 else ''}"
+    return f"{count} of an earlier run analysed again: their cells were read otherwise ({'; '.join(why)})"
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -436,8 +477,9 @@ def analyze(
             before any field is typed; Dask workers get the adapted network.
         blast_examples: folders of the lab's own blast images, added to the cell model's blast scorer's examples
             (see :class:`leukolens.predict.CellReader`; docs/blasts.md).
-        resume: keep the fields whose files an earlier run into ``out`` completed (:func:`finished_field`) and
-            analyse the rest; the summary covers them all and says how many were resumed.
+        resume: keep the fields whose files an earlier run into ``out`` completed with the same cell model and
+            options (:func:`finished_field`) and analyse the rest; the summary covers them all, says how many were
+            resumed and notes how many were analysed again because their cells had been read otherwise.
         workers: analyse the fields on a local Dask cluster of this many one-thread worker processes
             (:mod:`leukolens.cluster`; needs the ``distributed`` extra).
         scheduler: analyse them on the Dask cluster at this address (``tcp://host:8786``) instead.
@@ -476,17 +518,23 @@ def analyze(
             "score_threshold": models.detector.score_threshold if threshold is None else threshold,
             "classes": list(models.detector.classes),
         }
-        settings = FieldSettings(Path(out), detector_info, overlays=overlays, threshold=threshold,
+        analysis = analysis_info(spec, adapt=adapt, scale=scale, microns_per_pixel=microns_per_pixel)
+        settings = FieldSettings(Path(out), detector_info, analysis, overlays=overlays, threshold=threshold,
                                  batch_size=batch_size, scale=scale, notes=(cell_note,) if cell_note else ())
         settings.out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         jobs = _field_jobs(paths)
+        summary_notes = [cell_note] if cell_note else []
         done: dict[FieldJob, dict] = {}
         if resume:
             _remove_stale_temporaries(settings.out)
-            done = {job: document for job in jobs if (document := finished_field(job, settings)) is not None}
+            earlier = {job: document for job in jobs if (document := earlier_field(job, settings)) is not None}
+            done = {job: document for job, document in earlier.items() if document.get("analysis") == analysis}
+            if len(done) < len(earlier):  # e.g. another cell model or --adapt: never two readings in one summary
+                note = _read_differently([d for job, d in earlier.items() if job not in done], analysis)
+                log(f"leukolens: {note}")
+                summary_notes.append(note)
         todo = [job for job in jobs if job not in done]
-        summary_notes = [cell_note] if cell_note else []
         results = [FieldResult(job.path, job.stem, document=document, resumed=True) for job, document in done.items()]
         if scale == "auto" and (todo or adapt):  # one slide on one microscope: estimated once, from its first fields
             first = _first_images(jobs, SAMPLE_FIELDS)

@@ -101,7 +101,7 @@ def test_every_key_of_the_field_and_its_scale_is_documented():
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "output-schema.md").read_text()
     field = SCHEMAS["field"]["properties"]
-    for key in [*field, *field["scale"]["properties"]]:
+    for key in [*field, *field["scale"]["properties"], *field["analysis"]["properties"]]:
         assert f"| `{key}`" in doc or f", `{key}`" in doc, key
     for method in field["scale"]["properties"]["method"]["enum"]:
         assert f"`{method}`" in doc, method

@@ -107,8 +107,10 @@ def scale_json(scale, tiles: int) -> dict:
     }
 
 
-def field_json(field: AnalyzedField, detector: dict) -> dict:
-    """``<out>/<stem>.json`` of ``analyze``: one field, its cells and their counts."""
+def field_json(field: AnalyzedField, detector: dict, analysis: dict | None = None) -> dict:
+    """``<out>/<stem>.json`` of ``analyze``: one field, its cells and their counts; with ``analysis``, what the
+    reading of its cells depended on (``analyze`` records it so that ``--resume`` keeps only fields read the same
+    way; see docs/output-schema.md)."""
     cells: list[PredictedCell] = field.cells  # type: ignore[assignment]
     entry = {
         "schema_version": SCHEMA_VERSION,
@@ -117,6 +119,8 @@ def field_json(field: AnalyzedField, detector: dict) -> dict:
         "height": field.height,
         "detector": detector,
     }
+    if analysis is not None:
+        entry["analysis"] = analysis
     if field.scale is not None:
         entry["scale"] = scale_json(field.scale, field.tiles)
     entry.update(
@@ -168,7 +172,8 @@ def field_from_json(document: dict) -> AnalyzedField:
     """An ``analyze`` field file (:func:`field_json`, checked against ``SCHEMAS["field"]``) back as its
     :class:`~leukolens.predict.results.AnalyzedField`: what ``sample.differential`` and ``sample.interpret`` count.
 
-    ``field_json(field_from_json(d), d["detector"]) == d`` for every document :func:`field_json` wrote."""
+    ``field_json(field_from_json(d), d["detector"], d.get("analysis")) == d`` for every document
+    :func:`field_json` wrote."""
     scale, tiles = document.get("scale"), 1
     if scale is not None:
         tiles = scale["tiles"]
@@ -260,6 +265,18 @@ _SCALE = _object(
         "red_cells": _INTEGER,
         "fields": _INTEGER,
         "tiles": _INTEGER,
+    }
+)
+# What the reading of a field's cells depended on, as `analyze` ran (leukolens.analyze; docs/output-schema.md)
+_ANALYSIS = _object(
+    {
+        "cell_model": {"type": ["string", "null"]},
+        "cell_model_sha256": {"type": ["string", "null"]},
+        "match_stain": {"type": "boolean"},
+        "adapt": {"type": "boolean"},
+        "blast_examples": _array(_STRING),
+        "scale": _STRING,
+        "microns_per_pixel": {"type": ["number", "null"]},
     }
 )
 # A whole slide's <stem>.json says how the slide was read (leukolens.analyze_slide; docs/output-schema.md)
@@ -396,6 +413,7 @@ SCHEMAS: dict[str, dict] = {
             "width": _INTEGER,
             "height": _INTEGER,
             "detector": _DETECTOR,
+            "analysis": _ANALYSIS,
             "scale": _SCALE,
             "counts": _map(_INTEGER),
             "wbc_types": _map(_INTEGER),
@@ -403,8 +421,8 @@ SCHEMAS: dict[str, dict] = {
             "cells": _array(_FIELD_CELL),
             "slide": _SLIDE,
         },
-        # `scale` and `slide` (whole slides only) were added in version 1 (adding a key keeps the version): files
-        # written before them stay valid
+        # `scale`, `slide` (whole slides only) and `analysis` were added in version 1 (adding a key keeps the
+        # version): files written before them stay valid
         required=("schema_version", "image", "width", "height", "detector", "counts", "wbc_types", "notes", "cells"),
     ),
     "summary": _object(
