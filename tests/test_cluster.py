@@ -1,6 +1,6 @@
 """`analyze` on a local Dask cluster of two one-thread workers (one cluster for the whole module: starting one costs
 seconds): the same files as a run in one process, a folder of samples, a worker killed mid-run, and a scheduler
-that is not there."""
+that is not there or has no workers."""
 
 import json
 import os
@@ -152,6 +152,26 @@ def test_an_unreachable_scheduler_is_one_clear_line(tmp_path, tiny_detector, cap
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert main(["analyze", str(folder), "--workers", "0", *out]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+def test_a_scheduler_without_workers_is_one_clear_line_not_a_wait(tmp_path, tiny_detector, capsys, monkeypatch):
+    import distributed
+
+    import leukolens.cluster
+
+    monkeypatch.setattr(leukolens.cluster, "WORKERS_TIMEOUT", 1.0)
+    folder = _fields(tmp_path / "sample", 1)
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty:
+        address = empty.scheduler_address
+        started = time.perf_counter()
+        code = main(["analyze", str(folder), "--scheduler", address, "--out", str(tmp_path / "out"),
+                     "--detector", str(tiny_detector)])
+        seconds = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert code == 2 and seconds < 15
+    assert err.startswith(f"leukolens: error: the Dask scheduler at {address} has no workers")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "summary.json").exists()
 
 
 def test_a_worker_killed_mid_run_has_its_fields_done_by_another(tmp_path, tiny_detector, tiny_cells, cluster):

@@ -42,6 +42,9 @@ RETRIES = 2
 """Further tries of a task that raised (a worker that dies is Dask's own business: its tasks move elsewhere)."""
 CONNECT_TIMEOUT = 5.0
 """Seconds to reach a scheduler before giving up with a message."""
+WORKERS_TIMEOUT = 30.0
+"""Seconds a reachable scheduler has to show one worker before giving up with a message (its tasks would otherwise
+wait for a worker forever)."""
 
 _models: dict[tuple, FieldModels] = {}
 _models_lock = threading.Lock()
@@ -140,8 +143,8 @@ def open_cluster(
     ``scheduler``, analysing ``fields_per_task`` fields a task; closed (the local one stopped) on leaving.
 
     Raises:
-        LeukolensError: both or neither given, fewer than one worker, Dask not installed, or the scheduler not
-            reachable within :data:`CONNECT_TIMEOUT` seconds.
+        LeukolensError: both or neither given, fewer than one worker, Dask not installed, the scheduler not
+            reachable within :data:`CONNECT_TIMEOUT` seconds, or without a worker for :data:`WORKERS_TIMEOUT`.
     """
     if (workers is None) == (scheduler is None):
         raise LeukolensError("give either --workers N (a local Dask cluster) or --scheduler ADDRESS (a running one)")
@@ -161,6 +164,14 @@ def open_cluster(
             raise LeukolensError(
                 f"cannot reach the Dask scheduler at {scheduler} ({cause}); is it running? "
                 "(start one with `dask scheduler` and `dask worker`, or use --workers N for a local cluster)"
+            ) from None
+        try:
+            client.wait_for_workers(1, timeout=WORKERS_TIMEOUT)
+        except (OSError, TimeoutError):
+            client.close()
+            raise LeukolensError(
+                f"the Dask scheduler at {scheduler} has no workers (none joined within {WORKERS_TIMEOUT:g} s): "
+                f"start some with `dask worker {scheduler}`, or use --workers N for a local cluster"
             ) from None
         try:
             log(f"leukolens: analysing on the Dask cluster at {scheduler} ({len(client.nthreads())} workers)")
