@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LEUKOLENS_SHARED_DATA", REPO.parent / "shared" / "data"))
-CELL_EPOCHS = 4  # 312 steps of 32 cells
+CELL_EPOCHS = 2  # 156 steps of 32 cells
 DETECTOR_STEPS = 120
 RESULT = "ddp-result: "
 
