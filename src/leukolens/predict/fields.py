@@ -33,6 +33,7 @@ from PIL import Image
 from leukolens.data.fields import letterbox
 from leukolens.errors import LeukolensError
 from leukolens.io.common import IMAGE_SUFFIXES
+from leukolens.io.slide import OPENSLIDE_SUFFIXES, TIFF_SUFFIXES
 from leukolens.models.detector import Detections, DetectorCheckpoint, FieldNetwork, decode, load_detector
 from leukolens.predict import weights
 from leukolens.predict.engine import ENGINES, Engine, Export, stain_normalizer
@@ -58,13 +59,17 @@ SCALE_MODES = ("auto", "letterbox")
 SAMPLE_FIELDS = 3
 """A sample's scale is estimated from the red cells of its first this many fields."""
 
+FOUND_SUFFIXES = tuple(dict.fromkeys(IMAGE_SUFFIXES + TIFF_SUFFIXES + OPENSLIDE_SUFFIXES))
+"""What a folder is searched for: fields' images and whole slides' files (.svs, .ndpi, .mrxs, ...)."""
+
 MAX_PIXELS = 40_000_000
 """Larger images are refused: a microscope field is a few megapixels; a whole-slide scan must be tiled first."""
 MAX_SIDE = 8192
 
 
 def find_images(items: Sequence[str | Path]) -> list[Path]:
-    """Image files from arguments that are files or folders (folders searched recursively, sorted).
+    """Image files from arguments that are files or folders (folders searched recursively, sorted, for
+    :data:`FOUND_SUFFIXES`: whole slides' formats too, which ``analyze`` tells from fields).
 
     Raises:
         LeukolensError: a path does not exist, or there is no image at all.
@@ -73,14 +78,14 @@ def find_images(items: Sequence[str | Path]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            paths.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FOUND_SUFFIXES))
         elif path.is_file():
             paths.append(path)
         else:
             raise LeukolensError(f"{path}: no such file or folder")
     if not paths:
         raise LeukolensError(
-            "no images found in " + ", ".join(str(i) for i in items) + f" (looked for {', '.join(IMAGE_SUFFIXES)})"
+            "no images found in " + ", ".join(str(i) for i in items) + f" (looked for {', '.join(FOUND_SUFFIXES)})"
         )
     return paths
 
