@@ -7,7 +7,7 @@ from PIL import Image
 
 from benchmarks.slides import BUNDLED_BCCD, MosaicRenderer, mosaic, read_fields, write_slide
 from leukolens.errors import LeukolensError
-from leukolens.io.slide import BLANK, SlideReadError, is_slide, open_slide
+from leukolens.io.slide import BLANK, SlideReadError, is_slide, open_slide, too_damaged
 
 tifffile = pytest.importorskip("tifffile", reason="the slides extra (tifffile) is not installed")
 
@@ -68,6 +68,80 @@ def test_a_stripped_tiff_is_read_by_strips(tmp_path, pixels):
         assert not slide.info.tiled
         assert np.array_equal(slide.read_region(321, 190, 777, 300), pixels[190:490, 321:1098])
     assert not is_slide(path)  # small and untiled: a field
+
+
+def test_a_tiled_tiff_within_a_fields_limits_is_a_field(tmp_path, pixels):
+    from leukolens.predict.fields import load_field
+
+    path = tmp_path / "camera.tif"  # a 640x480 camera field that happens to be saved in tiles
+    tifffile.imwrite(path, pixels[:480, :640], tile=(128, 128), compression="zlib")
+    assert not is_slide(path)
+    image, _ = load_field(path)
+    assert np.array_equal(np.asarray(image), pixels[:480, :640])
+    wide = tmp_path / "wide.tif"  # over a field's 8192 px, one level: a slide
+    tifffile.imwrite(wide, np.zeros((64, 9000, 3), np.uint8), tile=(64, 64))
+    assert is_slide(wide)
+
+
+def test_folders_are_searched_for_slide_formats_too(tmp_path):
+    from leukolens.predict.fields import find_images
+
+    names = ["a.svs", "b.NDPI", "c.mrxs", "d.btf", "e.scn", "field.jpg", "notes.txt"]
+    for name in names:
+        (tmp_path / "sample" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "sample" / name).write_bytes(b"")
+    assert [p.name for p in find_images([tmp_path])] == names[:-1]
+
+
+@pytest.mark.parametrize("layout", [{}, {"byteorder": ">", "deep": True}, {"planarconfig": "separate"}])
+def test_uncompressed_strips_are_read_row_by_row_never_whole(tmp_path, pixels, monkeypatch, layout):
+    layout = dict(layout)
+    data = pixels.astype(np.uint16) * 257 if layout.pop("deep", False) else pixels
+    if layout.get("planarconfig") == "separate":
+        data = np.moveaxis(data, -1, 0)
+    path = tmp_path / "raw.tif"
+    tifffile.imwrite(path, data, rowsperstrip=HEIGHT, photometric="rgb", **layout)  # one strip: the whole slide
+    # a region must not decode the strip: reading it whole would hold the slide in memory
+    monkeypatch.setattr(tifffile.TiffPage, "decode", property(lambda page: pytest.fail("strip decoded whole")))
+    with open_slide(path) as slide:
+        assert np.array_equal(slide.read_region(321, 190, 777, 300), pixels[190:490, 321:1098])
+        assert np.array_equal(slide.read_region(0, 1000, WIDTH, 100), pixels[1000:1100])
+
+
+def test_a_missing_codec_is_named_and_memory_is_no_damaged_tile(tmp_path, renderer, monkeypatch):
+    path = write_slide(tmp_path / "slide.tif", renderer, tile=256)
+
+    class NoCodecs(dict):
+        def __getitem__(self, key):
+            raise KeyError(f"{key!r} requires the 'imagecodecs' package")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tifffile.TIFF, "DECOMPRESSORS", NoCodecs())
+        with pytest.raises(LeukolensError, match=r"slide.tif: .*ADOBE_DEFLATE.*needs the imagecodecs package.*"
+                                                 r"leukolens\[slides\]"):
+            open_slide(path, skip_damaged=True)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(tifffile.TiffPage, "decode", property(lambda page: out_of_memory))
+    with open_slide(path, skip_damaged=True) as slide, pytest.raises(MemoryError):
+        slide.read_region(0, 0, 300, 300)
+    assert slide.damaged == []
+
+
+def test_a_slide_most_of_whose_tiles_are_damaged_is_refused(tmp_path, renderer):
+    path = write_slide(tmp_path / "wrecked.tif", renderer, tile=256)  # 6 x 5 tiles
+    _corrupt_tile(path, 0)
+    with open_slide(path, skip_damaged=True) as slide:
+        slide.read_region(0, 0, WIDTH, HEIGHT)
+        assert too_damaged(slide) is None  # one tile of 30: noted, the rest counted
+    for index in range(1, 16):
+        _corrupt_tile(path, index)
+    with open_slide(path, skip_damaged=True) as slide:
+        slide.read_region(0, 0, WIDTH, HEIGHT)
+        assert too_damaged(slide) == (f"{path}: 16 of its 30 tiles cannot be read (first: {slide.damaged[0].reason}):"
+                                      " the file is damaged or truncated; nothing is concluded from the rest")
 
 
 def test_grey_and_16_bit_tiles_become_rgb_bytes(tmp_path, pixels):

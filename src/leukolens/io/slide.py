@@ -9,17 +9,22 @@ Three readers behind one :class:`Slide`:
 - ``tifffile`` for TIFF and BigTIFF, tiled or stripped, pyramidal or not (SVS, NDPI and OME-TIFF are TIFF too): a
   region decodes only the tiles (or strips) it covers, straight from their byte ranges in the file
   (``TiffPage.dataoffsets`` and ``TiffPage.decode``); decoded segments are kept in a small cache bounded in bytes,
-  since overlapping windows and neighbouring cells read the same tiles again. ``imagecodecs`` decodes JPEG, LZW,
-  JPEG 2000 and WebP tiles; zlib and LZMA need nothing more. Both come with the ``slides`` extra
-  (``pip install leukolens[slides]``) and are imported only when a slide is opened.
+  since overlapping windows and neighbouring cells read the same tiles again. Uncompressed strips, whose rows lie
+  one after the other in the file, are not decoded at all: a region reads only its own rows' bytes, so a slide
+  stored in one huge strip costs no more than a tiled one. A compressed strip (or tile) must be decoded whole:
+  over :data:`MAX_SEGMENT_BYTES` the file is refused with the advice to tile it. ``imagecodecs`` decodes JPEG,
+  LZW, JPEG 2000 and WebP tiles; zlib and LZMA need nothing more. Both come with the ``slides`` extra
+  (``pip install leukolens[slides]``) and are imported only when a slide is opened; a codec that is missing is
+  named when the slide is opened.
 - ``openslide`` for the formats OpenSlide reads (MIRAX, Hamamatsu, Leica, Ventana, ...), when it is importable.
 - Pillow for a large JPEG, PNG or BMP: decoded once (up to :data:`MAX_DECODED_PIXELS`), then cut like the others.
 
 A tile that cannot be decoded (a corrupt or truncated file) raises :class:`SlideReadError` naming the tile; a slide
 opened with ``skip_damaged=True`` fills it with :data:`BLANK` instead and records it once in :attr:`Slide.damaged`,
-so the rest of the slide is still read. Microns per pixel come from the file when it says so: an Aperio ``MPP``, an
-OME ``PhysicalSizeX``, OpenSlide's ``openslide.mpp-x``, or the TIFF resolution tags in centimetres or inches when
-they give a microscope's scale (:data:`MPP_RANGE`; a scanner's 72 dpi is no scale).
+so the rest of the slide is still read (:func:`too_damaged` says when so much is lost that nothing can be
+concluded). Running out of memory is never taken for a damaged tile. Microns per pixel come from the file when it
+says so: an Aperio ``MPP``, an OME ``PhysicalSizeX``, OpenSlide's ``openslide.mpp-x``, or the TIFF resolution tags
+in centimetres or inches when they give a microscope's scale (:data:`MPP_RANGE`; a scanner's 72 dpi is no scale).
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ BLANK = (255, 255, 255)
 """What a damaged or missing tile reads as: bare glass."""
 CACHE_BYTES = 64 * 2**20
 """Decoded tiles kept for the next region (bytes): enough for the tiles two neighbouring windows of a row share."""
+MAX_SEGMENT_BYTES = 512 * 2**20
+"""Largest compressed strip or tile decoded (bytes once decoded): a segment is decoded whole, and held in the cache."""
+DAMAGED_SHARE = 0.5
+"""More than this share of a slide's tiles unreadable: the file is damaged, and no count is given from the rest."""
 FIELD_MAX_PIXELS = 40_000_000  # predict.fields.MAX_PIXELS: larger images are no microscope field
 FIELD_MAX_SIDE = 8192
 
@@ -136,6 +145,10 @@ class Slide:
         left, top, right, bottom = (int(v) for v in box)
         return Image.fromarray(self.read_region(left, top, max(right - left, 1), max(bottom - top, 1)))
 
+    def segments(self, level: int = 0) -> int | None:
+        """How many tiles (or strips) ``level`` is stored in, when the file is stored so (else None)."""
+        return None
+
     def _read(self, x: int, y: int, width: int, height: int, level: int) -> np.ndarray:
         raise NotImplementedError
 
@@ -202,6 +215,7 @@ class TiffSlide(Slide):
             raise LeukolensError(f"{path}: cannot read as a TIFF ({type(error).__name__}: {error})") from None
         for page in self._pages:
             _check_page(path, page)
+            _check_decodable(path, page, tifffile)
         levels = tuple((int(p.imagewidth), int(p.imagelength)) for p in self._pages)
         info = SlideInfo(
             Path(path), *levels[0], levels=levels, microns_per_pixel=_tiff_mpp(self._tif, self._pages[0]),
@@ -210,8 +224,15 @@ class TiffSlide(Slide):
         super().__init__(info, skip_damaged=skip_damaged)
         self._cache = _SegmentCache(cache_bytes)
 
+    def segments(self, level: int = 0) -> int | None:
+        page = self._pages[level]
+        planes = int(page.samplesperpixel) if page.planarconfig == 2 else 1
+        return max(1, len(page.dataoffsets) // planes)
+
     def _read(self, x: int, y: int, width: int, height: int, level: int) -> np.ndarray:
         page = self._pages[level]
+        if _raw_strips(page):
+            return self._read_rows(page, level, x, y, width, height)
         if page.is_tiled:
             seg_w, seg_h = int(page.tilewidth), int(page.tilelength)
         else:
@@ -250,7 +271,11 @@ class TiffSlide(Slide):
                 decoded, _, _ = page.decode(data, i, jpegtables=page.jpegtables)
                 parts.append(np.asarray(decoded).reshape(-1, *np.asarray(decoded).shape[-3:])[0])
             segment = _to_rgb(np.concatenate(parts, axis=-1), page) if parts is not None else None
+        except MemoryError:  # the machine, not the file: never read as glass
+            raise
         except Exception as error:  # codecs raise their own kinds on damaged data
+            if "imagecodecs" in str(error):  # a codec missing here, not a damaged tile
+                raise LeukolensError(_codec_message(self.info.path, page, error)) from None
             columns = math.ceil(page.imagewidth / seg_w)
             row, column = divmod(index, columns)
             self._damaged(DamagedTile(level, column * seg_w, row * seg_h, seg_w, seg_h,
@@ -267,8 +292,104 @@ class TiffSlide(Slide):
         self._cache.put((level, index), segment)
         return segment
 
+    def _read_rows(self, page, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """A region of uncompressed strips read straight from the file: a row of pixels lies at its strip's offset
+        plus the rows before it, so only the region's own bytes are read however large the strips are."""
+        dtype = np.dtype(page.dtype).newbyteorder(self._tif.byteorder)
+        samples = int(page.samplesperpixel)
+        planes = samples if page.planarconfig == 2 else 1
+        pixel = dtype.itemsize * (samples // planes)
+        row_bytes = int(page.imagewidth) * pixel
+        per_strip = min(int(page.rowsperstrip or page.imagelength), int(page.imagelength))
+        per_plane = math.ceil(page.imagelength / per_strip)
+        out = np.empty((height, width, samples), dtype)
+        blank = np.zeros(height, bool)
+        handle = self._tif.filehandle
+        whole_rows = x == 0 and width == page.imagewidth  # one read for all the region's rows of a strip
+        for plane in range(planes):
+            channels = slice(plane, plane + 1) if planes > 1 else slice(None)
+            for strip in range(y // per_strip, (y + height - 1) // per_strip + 1):
+                i = strip + plane * per_plane
+                offset, count = int(page.dataoffsets[i]), int(page.databytecounts[i])
+                r0, r1 = max(y, strip * per_strip), min(y + height, (strip + 1) * per_strip)
+                runs = [(r0, r1)] if whole_rows else [(r, r + 1) for r in range(r0, r1)]
+                for a, b in runs:
+                    start = (a - strip * per_strip) * row_bytes + x * pixel
+                    size = (b - a - 1) * row_bytes + width * pixel  # whole rows: (b - a) * row_bytes
+                    data = b""
+                    if count:  # a strip never written (sparse file): glass
+                        handle.seek(offset + start)
+                        data = handle.read(min(size, max(count - start, 0)))
+                    if len(data) < size:
+                        if count:
+                            missing = f"strip holds {count} bytes, its rows need {start + size}"
+                            self._damaged(DamagedTile(level, 0, strip * per_strip, int(page.imagewidth), per_strip,
+                                                      f"ValueError: {missing}"))
+                        blank[a - y : b - y] = True
+                        continue
+                    out[a - y : b - y, :, channels] = np.frombuffer(data, dtype).reshape(b - a, width, -1)
+        region = _to_rgb(out.astype(dtype.newbyteorder("="), copy=False), page)
+        region[blank] = BLANK
+        return region
+
     def close(self) -> None:
         self._tif.close()
+
+
+def _raw_strips(page) -> bool:
+    """Whether a page's full-resolution pixels are uncompressed strips of whole bytes, read row by row."""
+    return (
+        not page.is_tiled and int(page.compression) == 1 and int(page.bitspersample) in (8, 16)
+        and int(page.photometric) in (0, 1, 2) and int(page.fillorder) == 1 and not page.is_subsampled
+    )
+
+
+def _check_decodable(path: Path, page, tifffile) -> None:
+    """Refuse a slide whose compression no installed codec decodes (else every tile would read as damaged), and one
+    whose compressed segments are too large to decode whole."""
+    if _raw_strips(page):
+        return
+    if int(page.compression) != 1:
+        try:
+            tifffile.TIFF.DECOMPRESSORS[page.compression]
+            if page.predictor != 1 and page.compression not in tifffile.TIFF.IMAGE_COMPRESSIONS:
+                tifffile.TIFF.UNPREDICTORS[page.predictor]
+        except KeyError as error:
+            if "imagecodecs" in str(error):
+                raise LeukolensError(_codec_message(path, page, error)) from None
+            raise LeukolensError(f"{path}: compression {_compression(page)} is not read ({error})") from None
+    if page.is_tiled:
+        seg_w, seg_h = int(page.tilewidth), int(page.tilelength)
+    else:
+        seg_w, seg_h = int(page.imagewidth), min(int(page.rowsperstrip or page.imagelength), int(page.imagelength))
+    size = seg_w * seg_h * int(page.samplesperpixel) * np.dtype(page.dtype).itemsize
+    if size > MAX_SEGMENT_BYTES:
+        raise LeukolensError(
+            f"{path}: stored in {'tiles' if page.is_tiled else 'strips'} of {seg_w}x{seg_h} px ({size / 2**20:.0f} MB "
+            f"decoded), each decoded whole: more than {MAX_SEGMENT_BYTES // 2**20} MB; convert it to a tiled TIFF "
+            "(e.g. vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg)"
+        )
+
+
+def _compression(page) -> str:
+    return getattr(page.compression, "name", str(page.compression))
+
+
+def _codec_message(path: Path, page, error: Exception) -> str:
+    said = error.args[0] if error.args else error  # a KeyError's str() quotes its message
+    return (f"{path}: its pixels are compressed with {_compression(page)}, which needs the imagecodecs package with "
+            f"that codec ({said}): pip install 'leukolens[slides]' (tifffile and imagecodecs)")
+
+
+def too_damaged(slide: Slide, *, share: float = DAMAGED_SHARE) -> str | None:
+    """Why a slide read with ``skip_damaged`` cannot be counted: more than ``share`` of its full-resolution tiles (of
+    those it is stored in; tiles not read yet are not known to be damaged) could not be decoded. None when it can."""
+    total = slide.segments(0)
+    damaged = [d for d in slide.damaged if d.level == 0]
+    if not total or len(damaged) <= share * total:
+        return None
+    return (f"{slide.info.path}: {len(damaged)} of its {total} tiles cannot be read (first: {damaged[0].reason}): the "
+            "file is damaged or truncated; nothing is concluded from the rest")
 
 
 def _check_page(path: Path, page) -> None:
@@ -422,10 +543,11 @@ def open_slide(path: str | Path, *, skip_damaged: bool = False) -> Slide:
 
 
 def is_slide(path: str | Path) -> bool:
-    """Whether an input is a whole slide rather than a microscope field: a TIFF that is tiled, pyramidal or larger
-    than a field (at most 8192 px a side and 40 megapixels); a format only OpenSlide reads; a JPEG, PNG or BMP over
-    a field's limits whose sides are both at least :data:`MIN_SLIDE_SIDE`. Only the file's header is read; a file
-    that cannot be read at all is no slide (it is skipped as a field, with its reason)."""
+    """Whether an input is a whole slide rather than a microscope field: a TIFF that is pyramidal or larger than a
+    field (at most 8192 px a side and 40 megapixels); a format only OpenSlide reads; a JPEG, PNG or BMP over a
+    field's limits whose sides are both at least :data:`MIN_SLIDE_SIDE`. A TIFF within a field's limits is a field
+    however it is stored (a camera's 640x480 field saved in tiles too). Only the file's header is read; a file that
+    cannot be read at all is no slide (it is skipped as a field, with its reason)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in OPENSLIDE_SUFFIXES and suffix not in TIFF_SUFFIXES:
@@ -441,7 +563,7 @@ def is_slide(path: str | Path) -> bool:
                     series = tif.series[0]
                     page = series.levels[0].keyframe
                     width, height = int(page.imagewidth), int(page.imagelength)
-                    return bool(page.is_tiled) or len(series.levels) > 1 or _over_field(width, height)
+                    return len(series.levels) > 1 or _over_field(width, height)
             except Exception:  # not a TIFF tifffile reads: the field path reports it
                 return False
     try:
