@@ -98,3 +98,17 @@ def test_windows_fill_whole_numbers_of_detector_inputs():
     inputs = -(-(working - 194) // step)  # per side of a window, as tiles_at_scale lays them
     assert 3 * overlap <= side <= SlideConfig().window
     assert working >= inputs * step + 194 - 2  # the window fills its inputs: none of them mostly wasted
+
+
+def test_a_window_stays_within_the_limit_once_enlarged_to_the_working_scale():
+    from leukolens.predict.scale import FieldScale
+
+    detector, config = _Detector(), SlideConfig()
+    enlarged = FieldScale(0.09, 2.8, 0, "override", fields=0)  # a 40x scan: the detector enlarges windows 2.8x
+    side, overlap = window_overlap(enlarged, detector, config, width=60_000, height=40_000)
+    assert side * 2.8 <= config.window and side >= 3 * overlap
+    # shrunk below native size the limit stays in native pixels, as before: 1000 px, not the 1111 px that would be
+    # 1000 at the working scale (no whole number of inputs fits between three overlaps, 968 px, and the limit)
+    shrunk = FieldScale(0.5, 0.9, 0, "override", fields=0)
+    side, _ = window_overlap(shrunk, detector, SlideConfig(window=1000), width=20_000, height=20_000)
+    assert side == 1000

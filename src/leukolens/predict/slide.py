@@ -5,9 +5,10 @@
     ...     walk = detect_slide(detector, slide, scale)          # boxes in slide pixels, a thumbnail
     ...     crops = slide_cell_crops(reader, slide, walk.detections, white_indices)
 
-A slide is never held whole: it is read in windows (at most :attr:`SlideConfig.window` native pixels a side, 4096
-by default, 50 MB; the side that costs the fewest detector inputs, :func:`window_overlap`) that overlap by
-:attr:`SlideConfig.overlap_cells` large white cells at the slide's scale.
+A slide is never held whole: it is read in windows (at most :attr:`SlideConfig.window` pixels a side once the
+detector has brought them to the working scale, 4096 by default, 50 MB; the side that costs the fewest detector
+inputs, :func:`window_overlap`) that overlap by :attr:`SlideConfig.overlap_cells` large white cells at the slide's
+scale.
 
 - **Scale, once per slide** (:func:`slide_scale`): a user's microns per pixel, else the file's own, else the red cells
   of a few windows cut from different places of the slide (:meth:`Detector.sample_scale`, pooled as for the first
@@ -65,8 +66,9 @@ class SlideConfig:
     """How a slide is walked.
 
     Attributes:
-        window: the largest side of a window in native pixels (the memory a window takes: 3 bytes a pixel, a few
-            copies); the side used is the one under it that costs the fewest detector inputs
+        window: the largest side of a window at the working scale, where the detector resizes it to (the memory a
+            window takes: 3 bytes a pixel, a few copies); in native pixels when the slide is read at or below its
+            native size. The side used is the one under it that costs the fewest detector inputs
             (:func:`window_overlap`).
         overlap_cells: overlap of neighbouring windows in large white cells at the slide's scale (a large white cell:
             the 95th percentile of BCCD's, 2.4 red cells across).
@@ -140,22 +142,26 @@ def window_overlap(
     The overlap is ``overlap_cells`` large white cells. The side is chosen so that the slide costs the fewest
     detector inputs: a window at the working scale is cut into the detector's own overlapping inputs, so a window
     just over a whole number of them pays for a row and a column of inputs mostly wasted. Sides tried: those that
-    fill ``k`` x ``k`` inputs exactly, for every ``k`` up to ``config.window``, and at least three overlaps wide (a
-    core must stay); the fewest windows times inputs wins, the smaller window on a tie."""
+    fill ``k`` x ``k`` inputs exactly and stay within ``config.window`` once enlarged to the working scale (native
+    pixels at a factor up to 1), and at least three overlaps wide (a core must stay); the fewest windows times
+    inputs wins, the smaller window on a tie."""
     overlap = math.ceil(config.overlap_cells * large_cell(scale, detector))
     tile = detector.scale_config.input_size
     step = tile - min(default_overlap(detector.scale_config), tile // 2)  # as tiles_at_scale lays its inputs
+    # The detector enlarges a window to the working scale before cutting it: at a 40x scan's factor of ~2.8 a
+    # 4096 px native window would hold 11,000 px a side (360 MB) and its copies. Shrinking leaves native pixels.
+    limit = math.floor(config.window / max(scale.factor, 1.0))
     best: tuple[int, int] | None = None
-    for k in range(1, 1 + math.ceil(config.window * scale.factor / step)):
+    for k in range(1, 1 + math.ceil(limit * scale.factor / step)):
         side = math.floor((k * step + tile - step) / scale.factor)
-        if side > config.window:
+        if side > limit:
             break
         if side < 3 * overlap:
             continue
         cost = len(axis_starts(width, side, overlap)) * len(axis_starts(height, side, overlap)) * k * k
         if best is None or cost < best[0]:
             best = (cost, side)
-    return (best[1] if best else max(config.window, 3 * overlap)), overlap
+    return (best[1] if best else max(limit, 3 * overlap)), overlap
 
 
 def _cores(starts: list[int], window: int, length: int) -> list[tuple[int, int]]:
