@@ -2,6 +2,7 @@
 (every white cell known), white cells placed across the borders of the windows the analysis walks."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -91,11 +92,14 @@ def _corrupt_one_tile(path, index):
 
 
 def test_analyze_routes_a_slide_with_a_damaged_tile_and_estimates_its_scale(tmp_path, fields, capsys):
-    path = write_slide(tmp_path / "scan.tif", MosaicRenderer(mosaic(fields, 1300, 1300, seed=5), 1300, 1300))
+    path = write_slide(tmp_path / "scan.tif", MosaicRenderer(mosaic(fields, 1300, 1300, seed=5), 1300, 1300),
+                       levels=2)  # pyramidal: a slide though within a field's limits
     _corrupt_one_tile(path, 4)
-    code = main(["analyze", str(path), "--out", str(tmp_path / "out")])
+    code = main(["analyze", str(path), "--out", str(tmp_path / "out"), "--resume", "--scale", "letterbox"])
     captured = capsys.readouterr()
     assert code == 0 and "tile at (512, 512), 512x512 px, unreadable" in captured.err
+    for option in ("--resume", "--scale letterbox"):  # options a slide does not use are said, not dropped
+        assert f"warning: {option} is not used for the whole slide scan.tif" in captured.err
     document = json.loads((tmp_path / "out" / "scan.json").read_text())
     assert document["scale"]["method"] == RED_CELLS and 0.06 < document["scale"]["microns_per_pixel"] < 0.11
     assert [(d["x"], d["y"]) for d in document["slide"]["damaged_tiles"]] == [(512, 512)]
@@ -115,24 +119,37 @@ def test_a_slide_without_white_cells_says_so(tmp_path, fields):
     assert len(patches) >= 6
     rows = [np.concatenate([patches[(r * 5 + c) % len(patches)] for c in range(5)], axis=1) for r in range(6)]
     path = tmp_path / "no-wbc.tif"
+    pixels = np.concatenate(rows)
     import tifffile
 
-    tifffile.imwrite(path, np.concatenate(rows), tile=(256, 256))
+    with tifffile.TiffWriter(path) as tif:  # pyramidal: a slide, though within a field's limits
+        tif.write(pixels, tile=(256, 256), subifds=1)
+        tif.write(pixels[::2, ::2], tile=(256, 256), subfiletype=1)
     summary = analyze([path], out=tmp_path / "out", log=lambda _: None)
     assert summary["wbc_typed"] == 0 and summary["differential"] == {}
     assert any("no white cells found in the slide" in note for note in summary["notes"])
     assert (tmp_path / "out" / "report.html").is_file()
 
 
-def test_several_slides_or_slides_with_fields_are_refused_clearly(tmp_path, fields):
+def test_slides_given_with_fields_or_other_slides_are_skipped_with_their_reason(tmp_path, fields):
     import tifffile
 
     from leukolens.errors import LeukolensError
 
     pixels = np.asarray(Image.open(fields[0].image).convert("RGB"))
-    for name in ("a.tif", "b.tif"):
-        tifffile.imwrite(tmp_path / name, pixels, tile=(256, 256))
-    with pytest.raises(LeukolensError, match="one slide at a time"):
-        analyze([tmp_path / "a.tif", tmp_path / "b.tif"], out=tmp_path / "out")
-    with pytest.raises(LeukolensError, match="one slide at a time"):
-        analyze([tmp_path / "a.tif", fields[0].image], out=tmp_path / "out")
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    for name in ("a.svs", "b.tif"):  # pyramidal: slides, though small
+        with tifffile.TiffWriter(sample / name) as tif:
+            tif.write(pixels, tile=(256, 256), subifds=1)
+            tif.write(pixels[::2, ::2], tile=(256, 256), subfiletype=1)
+    shutil.copy(fields[0].image, sample / "field.jpg")
+    summary = analyze([sample], out=tmp_path / "mixed", log=lambda _: None)  # the folder search finds the .svs
+    assert summary["fields_read"] == 1 and (tmp_path / "mixed" / "field.json").is_file()
+    assert [s["image"] for s in summary["fields_skipped"]] == [str(sample / "a.svs"), str(sample / "b.tif")]
+    assert all("whole slide given with 1 field" in s["reason"] and "give it alone or use --samples" in s["reason"]
+               for s in summary["fields_skipped"])
+    with pytest.raises(LeukolensError, match="none of the 2 images could be read.*one of 2 whole slides"):
+        analyze([sample / "a.svs", sample / "b.tif"], out=tmp_path / "slides", log=lambda _: None)
+    skipped = json.loads((tmp_path / "slides" / "summary.json").read_text())["fields_skipped"]
+    assert len(skipped) == 2 and all("a whole slide is one sample" in s["reason"] for s in skipped)

@@ -455,7 +455,9 @@ def analyze(
     """Analyse the fields of one sample; returns the summary (also written to ``<out>/summary.json``).
 
     Args:
-        items: image files and/or folders of them (one sample).
+        items: image files and/or folders of them (one sample). A whole slide given alone is analysed by
+            :func:`~leukolens.analyze_slide.analyze_slide`; slides given with fields or with other slides are
+            skipped, each with its reason, and the fields analysed.
         out: folder for the per-field JSON and PNG files and the summary.
         detector: detector checkpoint (default: the shipped one).
         cells: cell-model checkpoint (default: the shipped one; when it is missing the white cells are found but
@@ -494,11 +496,23 @@ def analyze(
     paths = find_images(items)
     from leukolens.analyze_slide import analyze_slide, slide_input  # a whole slide is a sample of its own
 
-    if (slide := slide_input(paths)) is not None:
+    slide, slides_skipped = slide_input(paths)
+    if slide is not None:
+        here = "it is read in this process, window by window"
+        ignored = {  # what a slide does not use, and why: said once each rather than dropped silently
+            "--workers": (workers is not None, here), "--scheduler": (scheduler is not None, here),
+            "the Dask cluster": (cluster is not None and workers is None and scheduler is None, here),
+            "--resume": (resume, "it is analysed again from the start"),
+            "--scale letterbox": (scale == "letterbox", "it is read in windows at its own scale"),
+        }
+        for option, (given, why) in ignored.items():
+            if given:
+                log(f"leukolens: warning: {option} is not used for the whole slide {slide.name}: {why}")
         return analyze_slide(slide, out=out, detector=detector, cells=cells, overlays=overlays, report=report,
                              threshold=threshold, batch_size=batch_size, engine=engine, match_stain=match_stain,
                              microns_per_pixel=microns_per_pixel, adapt=adapt, blast_examples=blast_examples, log=log,
                              progress=progress)
+    skip_reasons = [slides_skipped.get(path) for path in paths]  # by position: a cluster may rename the paths
     with contextlib.ExitStack() as stack:
         if cluster is None and (workers is not None or scheduler is not None):
             from leukolens.cluster import open_cluster
@@ -524,27 +538,30 @@ def analyze(
         settings.out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         jobs = _field_jobs(paths)
+        skipped = [FieldResult(job.path, job.stem, reason=reason) for job, reason in zip(jobs, skip_reasons) if reason]
+        fields = [job for job, reason in zip(jobs, skip_reasons) if not reason]
         summary_notes = [cell_note] if cell_note else []
         done: dict[FieldJob, dict] = {}
         if resume:
             _remove_stale_temporaries(settings.out)
-            earlier = {job: document for job in jobs if (document := earlier_field(job, settings)) is not None}
+            earlier = {job: document for job in fields if (document := earlier_field(job, settings)) is not None}
             done = {job: document for job, document in earlier.items() if document.get("analysis") == analysis}
             if len(done) < len(earlier):  # e.g. another cell model or --adapt: never two readings in one summary
                 note = _read_differently([d for job, d in earlier.items() if job not in done], analysis)
                 log(f"leukolens: {note}")
                 summary_notes.append(note)
-        todo = [job for job in jobs if job not in done]
+        todo = [job for job in fields if job not in done]
         results = [FieldResult(job.path, job.stem, document=document, resumed=True) for job, document in done.items()]
+        results += skipped
         if scale == "auto" and (todo or adapt):  # one slide on one microscope: estimated once, from its first fields
-            first = _first_images(jobs, SAMPLE_FIELDS)
+            first = _first_images(fields, SAMPLE_FIELDS)
             if first:
                 settings = replace(settings, sample_scale=models.detector.sample_scale(
                     first, microns_per_pixel=microns_per_pixel))
         adapted_weights = None
         if adapt and models.reader is not None:  # also when every field is resumed: the summary says what was done
             unadapted = models.reader
-            models.reader, note = _adapt_to_sample(models, jobs, settings)
+            models.reader, note = _adapt_to_sample(models, fields, settings)
             summary_notes.append(note)
             if models.reader is not unadapted:  # the workers get the adapted network rather than adapt again
                 adapted_weights = models.reader.checkpoint.state_dict

@@ -11,8 +11,9 @@ as its one field: ``<out>/<stem>.json`` (docs/output-schema.md; boxes in slide p
 it was read), ``<out>/<stem>.png`` (a thumbnail with the white cells marked), ``<out>/summary.json`` (differential and
 interpretation), ``<out>/report.html`` and ``<out>/cells.csv``.
 
-A tile that cannot be decoded is read as bare glass, named in the notes, and the rest of the slide runs; a slide
-without a white cell says so in its notes and counts 0.
+A tile that cannot be decoded is read as bare glass, named in the notes, and the rest of the slide runs (a slide
+most of whose tiles cannot be decoded is a clear error instead of a count); a slide without a white cell says so in
+its notes and counts 0.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
 
 from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
-from leukolens.io.slide import Slide, is_slide, open_slide
+from leukolens.io.slide import Slide, is_slide, open_slide, too_damaged
 from leukolens.predict import weights
 from leukolens.predict.cells import CellReader
 from leukolens.predict.fields import Detector
@@ -53,23 +55,20 @@ DAMAGED_NOTES = 20
 """Damaged tiles named one by one in the notes; more are counted."""
 
 
-def slide_input(paths: Sequence[Path]) -> Path | None:
-    """The whole slide among an ``analyze`` call's images (:func:`~leukolens.io.slide.is_slide`), or None when they
-    are all fields.
+ONE_SAMPLE = "a whole slide is one sample: give it alone or use --samples with one slide per folder"
 
-    Raises:
-        LeukolensError: several slides, or a slide with fields: a slide is a sample of its own.
-    """
+
+def slide_input(paths: Sequence[Path]) -> tuple[Path | None, dict[Path, str]]:
+    """How an ``analyze`` call's images split (:func:`~leukolens.io.slide.is_slide`): the whole slide when it is the
+    only image (it goes to :func:`analyze_slide`), else None; and the slides to skip, each with its reason, when they
+    come with fields or with other slides (the fields are analysed; bad input never loses the rest)."""
     slides = [p for p in paths if is_slide(p)]
-    if not slides:
-        return None
-    if len(paths) > 1:
-        others = f"{len(slides)} whole slides" if len(slides) == len(paths) else (
-            f"{', '.join(p.name for p in slides[:3])} {'is a whole slide' if len(slides) == 1 else 'are whole slides'}"
-            f" among {len(paths) - len(slides)} fields")
-        raise LeukolensError(f"{others}: a slide is a sample of its own; analyse one slide at a time (each into "
-                             "its own --out)")
-    return slides[0]
+    if len(paths) == 1 and slides:
+        return slides[0], {}
+    fields = len(paths) - len(slides)
+    given = f"given with {fields} field{'s' if fields != 1 else ''}" if fields else (
+        f"one of {len(slides)} whole slides given together")
+    return None, {p: f"{p}: whole slide {given}, not analysed: {ONE_SAMPLE}" for p in slides}
 
 
 def slide_json(slide: Slide, walk: SlideWalk) -> dict:
@@ -143,6 +142,8 @@ def analyze_slide(
         notes.append(scale_note)
         walk = detect_slide(field_detector, slide, scale, threshold=threshold, config=config,
                             progress=_windows_progress(path, log, progress))
+        if (problem := too_damaged(slide)) is not None:  # rather than a count of what little was left
+            raise LeukolensError(problem)
         white = tuple(c for c in field_detector.classes if c not in NOT_WHITE)
         found = merge_contained(walk.detections, white)
         indices = [i for i in range(len(found)) if found.class_name(i) in white]
@@ -160,7 +161,7 @@ def analyze_slide(
             for start in range(0, len(indices), batch_size):
                 batch = list(islice(crops, batch_size))
                 for i, prediction in zip(indices[start:], reader.predict_crops(np.stack(batch))):
-                    predictions[i] = prediction
+                    predictions[i] = replace(prediction, embedding=None)  # unused here: 5 KB a cell, a slide has 10^4
         problems = damaged_notes(slide)
         if not indices:
             problems.append(f"no white cells found in the slide ({len(found)} other cells): the differential counts 0")
