@@ -84,3 +84,27 @@ def tiny_cell_checkpoint():
     scorer = fit_scorer(np.random.default_rng(0).normal(size=(50, 1280)), np.arange(50) % 7, components=8)
     scorer.threshold = 0.5
     return from_model(model, CropConfig(input_size=64, mode="image"), schema="wbcatt", atypicality=scorer.as_dict())
+
+
+# Module-scoped stand-ins for the shipped models, saved once per test module, for the modules that run `analyze`
+# end to end (a module may define its own fixture of the same name instead).
+@pytest.fixture(scope="module")
+def private_onnx_cache(tmp_path_factory):
+    """ONNX exports of the tiny models go to a folder of the module's own, made once (workers inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LEUKOLENS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+    from leukolens.models.detector import save_detector
+
+    return save_detector(every_cell_a_wbc_detector(), tmp_path_factory.mktemp("detector") / "tiny-detector.pt")
+
+
+@pytest.fixture(scope="module")
+def tiny_cells(tmp_path_factory):
+    from leukolens.models.checkpoint import save_checkpoint
+
+    return save_checkpoint(tiny_cell_checkpoint(), tmp_path_factory.mktemp("cells") / "tiny-cells.pt")

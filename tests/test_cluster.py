@@ -15,36 +15,17 @@ from PIL import Image
 from leukolens.analyze import analyze, analyze_samples
 from leukolens.cli import main
 from leukolens.demo import sample_path
-from leukolens.models.checkpoint import save_checkpoint
-from leukolens.models.detector import save_detector
 from leukolens.predict.output import validate
-from tests.conftest import every_cell_a_wbc_detector, tiny_cell_checkpoint
 
 pytest.importorskip("distributed")
 
 BCCD = sample_path("bccd") / "BCCD" / "JPEGImages"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _private_onnx_cache(tmp_path_factory):
-    """ONNX exports of the tiny models go to a folder of this module's own, made once (the workers inherit it)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LEUKOLENS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_onnx_cache")
 
 
 @pytest.fixture(scope="module")
-def tiny_detector(tmp_path_factory):
-    return save_detector(every_cell_a_wbc_detector(), tmp_path_factory.mktemp("detector") / "tiny-detector.pt")
-
-
-@pytest.fixture(scope="module")
-def tiny_cells(tmp_path_factory):
-    return save_checkpoint(tiny_cell_checkpoint(), tmp_path_factory.mktemp("cells") / "tiny-cells.pt")
-
-
-@pytest.fixture(scope="module")
-def cluster(_private_onnx_cache):
+def cluster(private_onnx_cache):
     from leukolens.cluster import open_cluster
 
     with open_cluster(workers=2, log=lambda _: None) as opened:

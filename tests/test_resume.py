@@ -14,29 +14,12 @@ import pytest
 
 from leukolens.analyze import FieldJob, FieldSettings, analyze, finished_field
 from leukolens.demo import sample_path
-from leukolens.models.checkpoint import save_checkpoint
-from leukolens.models.detector import save_detector
 from leukolens.predict.output import field_from_json, field_json, validate
-from tests.conftest import REPO, every_cell_a_wbc_detector, tiny_cell_checkpoint
+from tests.conftest import REPO
 
 BCCD = sample_path("bccd") / "BCCD" / "JPEGImages"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _private_onnx_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LEUKOLENS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
-def tiny_detector(tmp_path_factory):
-    return save_detector(every_cell_a_wbc_detector(), tmp_path_factory.mktemp("detector") / "tiny-detector.pt")
-
-
-@pytest.fixture(scope="module")
-def tiny_cells(tmp_path_factory):
-    return save_checkpoint(tiny_cell_checkpoint(), tmp_path_factory.mktemp("cells") / "tiny-cells.pt")
+pytestmark = pytest.mark.usefixtures("private_onnx_cache")
 
 
 def _fields(folder, count):
