@@ -324,13 +324,9 @@ def train_cells(config: TrainCellsConfig, *, resume: bool = False, log: Callable
     validates, logs and writes the checkpoints (:mod:`leukolens.train.distributed`)."""
     ranks = setup()
     try:
-        return _train_cells(config, ranks, resume=resume, log=log if ranks.is_main else _quiet)
+        return _train_cells(config, ranks, resume=resume, log=ranks.log(log))
     finally:
         cleanup(ranks)
-
-
-def _quiet(_: str) -> None:
-    """The log of every training process but the first."""
 
 
 def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: Callable[[str], None]) -> Path:

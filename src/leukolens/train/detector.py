@@ -468,13 +468,9 @@ def train_detector(config: TrainDetectorConfig, *, resume: bool = False, log: Ca
     ``cores // N``): they share each batch, rank 0 alone validates, logs and writes the checkpoints."""
     ranks = setup(threads=config.threads)
     try:
-        return _train_detector(config, ranks, resume=resume, log=log if ranks.is_main else _quiet)
+        return _train_detector(config, ranks, resume=resume, log=ranks.log(log))
     finally:
         cleanup(ranks)
-
-
-def _quiet(_: str) -> None:
-    """The log of every training process but the first."""
 
 
 def _train_detector(config: TrainDetectorConfig, ranks: Ranks, *, resume: bool, log: Callable[[str], None]) -> Path:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -60,6 +60,10 @@ class Ranks:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    def log(self, log: Callable[[str], None]) -> Callable[[str], None]:
+        """``log`` on the first process, a no-op on the others (one log for the run)."""
+        return log if self.is_main else _quiet
 
     def per_rank(self, batch_size: int) -> int:
         """Each rank's part of a global batch.
@@ -192,3 +196,7 @@ def main_first():
     else:
         barrier()
         yield
+
+
+def _quiet(_: str) -> None:
+    """The log of every training process but the first."""
