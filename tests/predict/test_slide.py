@@ -50,6 +50,20 @@ def test_a_cell_cut_a_few_pixels_short_of_a_tile_side_is_dropped_for_its_whole_s
     np.testing.assert_allclose(merged.boxes, [[386, 103, 608, 286]])
 
 
+def test_a_cut_box_stretched_past_its_cell_yields_to_the_whole_box_crossing_its_cut():
+    # A white cell on a 20k px slide, working pixels of one window: the tile above sees it whole; the tile below
+    # sees its lower part and stretches the box 53 px past the cell, so only 55% of the cut box lies in the whole one
+    top, bottom = Tile(0, 0, 512, 512, (False, False, False, True)), Tile(0, 309, 512, 512, (False, True, False, False))
+    whole = Detections(np.array([[150, 205, 307, 395]], np.float32), np.array([0.55], np.float32), np.array([0]))
+    cut = Detections(np.array([[140, 0, 317, 139]], np.float32), np.array([0.46], np.float32), np.array([0]))
+    merged = merge_tiles([whole, cut], [top, bottom], factor=1.0)
+    assert merged.boxes.tolist() == [[150, 205, 307, 395]]
+    # another cell cut by the same line beside the whole one (they share 30% of its width there): both stay
+    beside = Detections(np.array([[260, 0, 410, 120]], np.float32), np.array([0.6], np.float32), np.array([0]))
+    merged = merge_tiles([whole, beside], [top, bottom], factor=1.0)
+    assert len(merged) == 2
+
+
 def test_a_cell_wider_than_the_tiles_overlap_keeps_its_largest_box():
     # 100 px of overlap, a cell 110 px tall on the tile rows' border: near a side in both rows (one box each), and a
     # third tile to the right sees its left part cut

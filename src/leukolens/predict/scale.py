@@ -386,6 +386,17 @@ def class_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, iou:
     return order[~suppressed]
 
 
+def _spans_cut(box: np.ndarray, others: np.ndarray, side: int, line: float, *, covered: float, edge: float):
+    """Which of ``others`` cross the line ``box`` is cut at on ``side`` (0 left, 1 top, 2 right, 3 bottom: the cell
+    goes on past it), reaching ``edge`` past it, and span ``covered`` of the box's extent along it."""
+    axis = side % 2  # the coordinate the line is at: x for a left or right side, y for a top or bottom one
+    along = 1 - axis
+    beyond = others[:, axis] <= line - edge if side < 2 else others[:, axis + 2] >= line + edge
+    crosses = beyond & (others[:, axis] < line) & (others[:, axis + 2] > line)
+    span = np.minimum(others[:, along + 2], box[along + 2]) - np.maximum(others[:, along], box[along])
+    return crosses & (span.clip(0) >= covered * max(float(box[along + 2] - box[along]), 1e-9))
+
+
 def merge_tiles(
     found: Sequence[Detections],
     tiles: Sequence[Tile],
@@ -398,40 +409,49 @@ def merge_tiles(
     """One set of detections in native pixels from per-tile detections (each in its tile's pixels).
 
     A box within ``edge`` pixels of a tile's inner side is a cell cut by the tile; it is dropped when a box of the
-    same class not cut by any tile, or larger than it, scoring at least half as high, covers ``covered`` of its area
-    (the cell seen whole, or more of it, in a neighbour). The rest go through class-wise NMS at ``iou``; coordinates
-    are divided by ``factor``.
+    same class not cut by any tile, or larger than it, scoring at least half as high, sees the same cell (the cell
+    seen whole, or more of it, in a neighbour): it covers ``covered`` of the cut box's area, or it crosses the cut
+    line and spans ``covered`` of the cut box's extent along that line. The second test is for the cut box the
+    detector stretched away from the cut (past the cell, into what lies beyond it): its area then lies partly
+    outside the whole box, but at the line, where the cell is known to go on, the two boxes hold the same pixels,
+    which two white cells lying apart cannot. The rest go through class-wise NMS at ``iou``; coordinates are divided
+    by ``factor``.
     ``edge`` is 16 working pixels, not 2: the detector's box for a cell cut by the tile often stops a few pixels
     short of the cut (6 px measured), and such a half box has an IoU just under 0.5 with the whole one, so NMS kept
     both (2 of 12 white cells twice on a slide mosaic, ``tests/test_analyze_slide.py``). A whole cell that close to
     the side is in the neighbour too: whole there, or flagged in both tiles, when both boxes stay for NMS.
     """
-    boxes, scores, labels, cut = [], [], [], []
+    boxes, scores, labels, sides, lines = [], [], [], [], []
     for tile, d in zip(tiles, found):
         b = np.asarray(d.boxes, np.float32).reshape(-1, 4)
         left, top, right, bottom = tile.inner_sides
-        cut.append(
-            (left & (b[:, 0] <= edge))
-            | (top & (b[:, 1] <= edge))
-            | (right & (b[:, 2] >= tile.width - edge))
-            | (bottom & (b[:, 3] >= tile.height - edge))
-        )
+        sides.append(np.stack([
+            left & (b[:, 0] <= edge), top & (b[:, 1] <= edge),
+            right & (b[:, 2] >= tile.width - edge), bottom & (b[:, 3] >= tile.height - edge),
+        ], axis=1))
+        # The tile's sides in field pixels: where a box cut on that side is cut.
+        lines.append(np.tile(np.array([tile.x, tile.y, tile.x + tile.width, tile.y + tile.height], np.float32),
+                             (len(b), 1)))
         boxes.append(b + np.array([tile.x, tile.y, tile.x, tile.y], np.float32))
         scores.append(np.asarray(d.scores, np.float32))
         labels.append(np.asarray(d.labels, np.int64))
     if not boxes or sum(len(s) for s in scores) == 0:
         return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    boxes, scores, labels, cut = (np.concatenate(v) for v in (boxes, scores, labels, cut))
+    boxes, scores, labels, sides, lines = (np.concatenate(v) for v in (boxes, scores, labels, sides, lines))
+    cut = sides.any(axis=1)
     keep = np.ones(len(scores), bool)
     areas = _area(boxes)
     for i in np.flatnonzero(cut):
         # A cut box yields to a box of its class that sees more of the cell: one no tile cuts, or a larger one (a
         # cell wider than the tiles' overlap is near a tile side in every tile that holds it).
         others = np.flatnonzero((~cut | (areas > areas[i])) & (labels == labels[i]))
-        others = others[others != i]
+        others = others[(others != i) & (scores[others] >= scores[i] / 2)]
         if len(others):
             share = _intersection(boxes[i : i + 1], boxes[others])[0] / max(float(areas[i]), 1e-9)
-            keep[i] = not np.any((share >= covered) & (scores[others] >= scores[i] / 2))
+            same = share >= covered
+            for side in np.flatnonzero(sides[i]):
+                same |= _spans_cut(boxes[i], boxes[others], side, float(lines[i, side]), covered=covered, edge=edge)
+            keep[i] = not np.any(same)
     index = np.flatnonzero(keep)
     index = index[class_nms(boxes[index], scores[index], labels[index], iou=iou)]
     return Detections((boxes[index] / factor).astype(np.float32), scores[index], labels[index])
