@@ -86,6 +86,27 @@ def tiny_cell_checkpoint():
     return from_model(model, CropConfig(input_size=64, mode="image"), schema="wbcatt", atypicality=scorer.as_dict())
 
 
+def decisive_cell_checkpoint(classes, *, never: str | None = None, input_size: int = 32):
+    """An untrained cell model whose class head is scaled up (probabilities spread from near 0 to near 1 instead of
+    all near 1 / classes), for judging generated cells; class ``never`` gets a bias that keeps it from ever winning."""
+    import torch
+
+    from leukolens.data.cells import CropConfig
+    from leukolens.models.cellnet import CellNet, CellNetConfig
+    from leukolens.models.checkpoint import from_model
+
+    torch.manual_seed(0)
+    model = CellNet(CellNetConfig(tuple(classes)), pretrained=False).eval()
+    linear = model.class_head[-1]
+    with torch.no_grad():
+        linear.weight.mul_(30)
+        linear.bias.zero_()
+        if never is not None:
+            linear.weight[list(classes).index(never)] = 0
+            linear.bias[list(classes).index(never)] = -100
+    return from_model(model, CropConfig(input_size=input_size, mode="image"))
+
+
 # Module-scoped stand-ins for the shipped models, saved once per test module, for the modules that run `analyze`
 # end to end (a module may define its own fixture of the same name instead).
 @pytest.fixture(scope="module")

@@ -209,6 +209,29 @@ def test_evaluate_gan_reports_every_number_and_draws_galleries(discs, gan, tmp_p
         "gallery-blue.png", "gallery-green.png", "gallery-red.png"]
     assert (tmp_path / "eval" / "gan-eval.json").is_file()
     assert "memorisation ratio" in format_report(report)
+    assert "rejection" not in report and "rejection" not in format_report(report)
+
+
+def test_evaluate_gan_after_rejection_measures_the_kept_cells(discs, gan, tmp_path):
+    from leukolens.eval.gan import evaluate_gan, format_report
+    from leukolens.models.checkpoint import save_checkpoint
+    from tests.conftest import decisive_cell_checkpoint
+
+    cells = save_checkpoint(decisive_cell_checkpoint(("Blue", "Green", "Red"), never="Green"), tmp_path / "cells.pt")
+    report = evaluate_gan(gan[0], cells_checkpoint=cells, per_class=4, feature_size=32, min_confidence=0.4,
+                          max_draws_per_cell=10, cache_dir=tmp_path / "cache", log=lambda _: None)
+    rejection = report["rejection"]
+    assert report["min_confidence"] == 0.4 and set(rejection) == {"Blue", "Green", "Red"}
+    # The judge never says Green: 40 draws, none kept, and no Green line in the per-class numbers.
+    assert rejection["Green"] == {"wanted": 4, "accepted": 0, "drawn": 40, "acceptance_rate": 0.0}
+    assert "Green" not in report["per_class"]
+    assert report["generated"] == sum(e["accepted"] for e in rejection.values()) >= 2
+    assert report["drawn"] == sum(e["drawn"] for e in rejection.values())
+    for name, entry in report["per_class"].items():
+        assert entry["generated"] == rejection[name]["accepted"] and entry["drawn"] == rejection[name]["drawn"]
+        assert entry["label_fidelity"] == 1.0  # the judge agrees with itself: a filter, not a check
+    text = format_report(report)
+    assert "rejection: kept only cells" in text and "Green: only 0 of 4 wanted cells accepted in 40 draws" in text
 
 
 @pytest.mark.slow  # the full EfficientNet trains: half a minute

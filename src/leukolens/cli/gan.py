@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from leukolens.cli.common import config_from_args, config_options, json_argument, print_report, progress
+from leukolens.eval.gan import MAX_DRAWS_PER_CELL
 from leukolens.train.balance import BalanceConfig
 from leukolens.train.gan import TrainGanConfig
 
@@ -33,13 +34,24 @@ def _default_gan() -> Path:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from leukolens.eval.gan import load_judge
+    from leukolens.models.gan_checkpoint import load_gan
     from leukolens.predict.generate import ATTRIBUTES_CSV, generate_cells
 
+    gan = args.checkpoint or _default_gan()
+    judge = load_judge(args.judge, load_gan(gan).config.classes) if args.min_confidence > 0 else None
+    if args.judge and args.min_confidence <= 0:
+        print("--judge is used only with --min-confidence above 0: every cell drawn is written")
     written = generate_cells(
-        args.checkpoint or _default_gan(), args.out, classes=args.classes or (), n=args.n, seed=args.seed,
-        truncation=args.truncation,
+        gan, args.out, classes=args.classes or (), n=args.n, seed=args.seed, truncation=args.truncation,
+        judge=judge, min_confidence=args.min_confidence, max_draws_per_cell=args.max_draws_per_cell,
     )
-    print(", ".join(f"{name} {count:,}" for name, count in written.items()) + f" cells written to {args.out}")
+    print(", ".join(r.summary() for r in written.values()) + f" cells written to {args.out}")
+    for r in written.values():
+        if r.short:
+            print(f"{r.name}: only {r.written:,} of {r.wanted:,} cells passed the judge (probability >= "
+                  f"{args.min_confidence:g}) in {r.drawn:,} draws; lower --min-confidence or raise "
+                  "--max-draws-per-cell for more")
     if (Path(args.out) / ATTRIBUTES_CSV).is_file():
         print(f"attributes: {Path(args.out) / ATTRIBUTES_CSV} (WBCAtt columns)")
     return 0
@@ -50,7 +62,8 @@ def cmd_eval_gan(args: argparse.Namespace) -> int:
 
     report = evaluate_gan(
         args.checkpoint or _default_gan(), data=args.data, cells_checkpoint=args.cells, split=args.split,
-        per_class=args.per_class, out=args.out, seed=args.seed, progress=progress("judging"),
+        per_class=args.per_class, out=args.out, seed=args.seed, min_confidence=args.min_confidence,
+        progress=progress("judging"),
     )
     return print_report(format_report(report), report, args.json)
 
@@ -140,6 +153,9 @@ def add_commands(commands, *, train, evaluate) -> None:
     eval_gan.add_argument("--split", default="test", help="real cells to compare with (default test)")
     eval_gan.add_argument("--per-class", type=int, default=0, help="generated per class (0: as the split)")
     eval_gan.add_argument("--out", help="folder for gan-eval.json and gallery-<class>.png")
+    eval_gan.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                          help="measure only generated cells the --cells model reads as their class with "
+                          "probability >= P, and report the acceptance rate (default 0: every cell)")
     json_argument(eval_gan)
     eval_gan.add_argument("--seed", type=int, default=0)
     eval_gan.set_defaults(run=cmd_eval_gan)
@@ -150,6 +166,12 @@ def add_commands(commands, *, train, evaluate) -> None:
     generate.add_argument("--n", type=int, default=100, help="cells per class (default %(default)s)")
     generate.add_argument("--out", required=True, help="output folder (OUT/<class>/*.png)")
     generate.add_argument("--truncation", type=float, default=0.0, help="redraw latents beyond this many sigmas")
+    generate.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                          help="write only cells the judge reads as their class with probability >= P "
+                          "(default 0: no rejection)")
+    generate.add_argument("--judge", metavar="CHECKPOINT", help="cell model that judges (default: the shipped one)")
+    generate.add_argument("--max-draws-per-cell", type=int, default=MAX_DRAWS_PER_CELL,
+                          help="with --min-confidence, stop a class after N x this many draws (default %(default)s)")
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(run=cmd_generate)
 

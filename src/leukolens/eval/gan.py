@@ -12,21 +12,33 @@
 - Memorisation: each generated cell's feature distance to its nearest GAN-training cell, against each real test
   cell's distance to its nearest training cell. A ratio of medians well below 1 means the GAN copies training cells.
 - A gallery PNG per class: generated cells, and the nearest training cell of each cell in the last generated row.
+
+Rejection by the judge (:func:`sample_accepted`): generated cells are kept only when the cell model (the
+:class:`Judge`) reads them as the class asked for, with at least a given probability. ``evaluate_gan(min_confidence=)``
+measures the kept cells; their label fidelity is then the judge agreeing with itself, a filter and not a check.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch.nn import functional as F
 
-from leukolens.io.common import atomic_write_bytes
+from leukolens.io.common import LeukolensError, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from leukolens.eval.cells import CellPredictions
+    from leukolens.models.cellnet import CellNet
+    from leukolens.models.gan import GanConfig, Generator
 
 
 # ------------------------------------------------------------------------------------------------------ distances
@@ -129,6 +141,142 @@ def backbone_features(
     return np.concatenate(out) if out else np.zeros((0, spec.num_features), np.float32)
 
 
+# ------------------------------------------------------------------------------------------------------ the judge
+@dataclass
+class Judge:
+    """A cell model that reads generated cells: crops at the GAN's size are resized to its input size first."""
+
+    model: CellNet
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    classes: tuple[str, ...]
+    path: Path | None = None  # the checkpoint it was loaded from, for reports
+
+    def predict(self, crops: np.ndarray, *, progress: Callable | None = None) -> CellPredictions:
+        """Everything the cell model says about ``uint8`` crops ``[n, s, s, 3]``."""
+        from leukolens.eval.cells import run_model
+
+        # GAN crops are whole cells with no margin around them, so none is cut off.
+        return run_model(self.model, resize_crops(crops, self.input_size), input_size=self.input_size,
+                         mean=self.mean, std=self.std, margin=1.0, progress=progress)
+
+    def class_probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[n, classes]`` of ``uint8`` crops ``[n, s, s, 3]``."""
+        return self.predict(crops).class_probabilities
+
+
+def load_judge(cells_checkpoint: str | Path | None, classes: Sequence[str]) -> Judge:
+    """The cell model that judges a GAN's cells (default: the shipped one).
+
+    Raises:
+        LeukolensError: the checkpoint is missing or unreadable, or its classes differ from ``classes`` (the GAN's).
+    """
+    from leukolens.models.checkpoint import load_checkpoint
+    from leukolens.models.weights import default_checkpoint
+
+    path = Path(cells_checkpoint) if cells_checkpoint else default_checkpoint()
+    checkpoint = load_checkpoint(path)
+    if tuple(checkpoint.config.classes) != tuple(classes):
+        raise LeukolensError(
+            f"cell model {path}: classes {', '.join(checkpoint.config.classes)} differ from the GAN's "
+            f"{', '.join(classes)}"
+        )
+    return Judge(checkpoint.build().eval(), int(checkpoint.crop.input_size), tuple(checkpoint.mean),
+                 tuple(checkpoint.std), tuple(checkpoint.config.classes), path)
+
+
+@dataclass
+class AcceptedCells:
+    """Generated cells of one class that the judge accepted, and how many were drawn to get them."""
+
+    crops: np.ndarray  # [accepted, size, size, 3] uint8
+    labels: np.ndarray  # [accepted]
+    codes: np.ndarray | None  # [accepted, attributes], None for a GAN without attributes
+    probabilities: np.ndarray  # [accepted]: the judge's probability of the class asked for
+    drawn: int  # cells drawn up to and including the last one accepted
+    accepted: int
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drawn if self.drawn else 0.0
+
+
+MAX_DRAWS_PER_CELL = 50  # default: a class stops after this many draws per cell wanted
+ROUND_LIMIT = 512  # most cells drawn in one round: bounds memory when the judge's input is large
+
+
+def round_seeds(seed: int, class_index: int, round_index: int) -> tuple[int, int]:
+    """Seeds for one round's conditions and latents, derived from ``seed`` so that a run is reproducible."""
+    conditions, latents = np.random.SeedSequence([seed % 2**63, class_index, round_index]).generate_state(2)
+    return int(conditions), int(latents)
+
+
+def sample_accepted(
+    generator: Generator,
+    attribute_pool: list[dict],
+    class_index: int,
+    n: int,
+    config: GanConfig,
+    *,
+    judge: Judge,
+    min_confidence: float,
+    seed: int = 0,
+    max_draws: int,
+    truncation: float = 0.0,
+) -> AcceptedCells:
+    """Up to ``n`` generated cells of one class that the judge assigns to that class (its most probable class) with
+    probability at least ``min_confidence``, drawn in rounds until ``n`` are accepted or ``max_draws`` are drawn.
+
+    Each round's conditions and latents come from seeds derived from ``seed``, the class and the round, and the
+    round sizes only from what was accepted before, so the same arguments give the same cells. ``drawn`` counts the
+    cells up to the ``n``-th accepted one (the rest of the last round is not looked at), so ``accepted / drawn`` is
+    the acceptance rate.
+
+    Raises:
+        LeukolensError: ``min_confidence`` outside 0..1 or ``max_draws`` below 1.
+    """
+    from leukolens.models.gan import sample_images
+    from leukolens.models.gan_checkpoint import conditions_for
+
+    if not 0 <= min_confidence <= 1:
+        raise LeukolensError(f"the minimum confidence must be between 0 and 1, got {min_confidence}")
+    if max_draws < 1:
+        raise LeukolensError(f"the most cells to draw must be at least 1, got {max_draws}")
+    size = config.image_size
+    crops, labels, codes, probabilities = [], [], [], []
+    drawn = accepted = round_index = 0
+    while accepted < n and drawn < max_draws:
+        needed = n - accepted
+        # The first round draws what is needed; later ones what the rate so far says is needed, with a fifth more;
+        # at least 32, so that a low rate does not mean many small rounds.
+        wanted = needed if drawn == 0 else math.ceil(needed * drawn / max(accepted, 1) * 1.2)
+        count = min(max(wanted, 32), ROUND_LIMIT, max_draws - drawn)
+        condition_seed, latent_seed = round_seeds(seed, class_index, round_index)
+        round_labels, round_codes = conditions_for(attribute_pool, class_index, count, config, seed=condition_seed)
+        images = sample_images(generator, round_labels, round_codes, seed=latent_seed, truncation=truncation).numpy()
+        probability = judge.class_probabilities(images)  # [count, classes]
+        confident = probability[:, class_index] >= min_confidence
+        passed = np.flatnonzero((probability.argmax(1) == class_index) & confident)
+        if len(passed) >= needed:
+            passed = passed[:needed]
+            drawn += int(passed[-1]) + 1
+        else:
+            drawn += count
+        accepted += len(passed)
+        crops.append(images[passed])
+        labels.append(round_labels.numpy()[passed])
+        if round_codes is not None:
+            codes.append(round_codes.numpy()[passed])
+        probabilities.append(probability[passed, class_index])
+        round_index += 1
+    if not crops:  # n < 1: nothing drawn
+        crops, labels, probabilities = [np.zeros((0, size, size, 3), np.uint8)], [np.zeros(0, np.int64)], [np.zeros(0)]
+        codes = [np.zeros((0, len(config.attributes)), np.int64)] if config.attributes else []
+    return AcceptedCells(np.concatenate(crops), np.concatenate(labels), np.concatenate(codes) if codes else None,
+                         np.concatenate(probabilities), drawn, accepted)
+
+
 # ------------------------------------------------------------------------------------------------------ pictures
 def _font(size: int):
     try:
@@ -179,6 +327,8 @@ def evaluate_gan(
     seed: int = 0,
     feature_size: int = 160,
     cache_dir: str | Path = ".cache/leukolens",
+    min_confidence: float = 0.0,
+    max_draws_per_cell: int = MAX_DRAWS_PER_CELL,
     progress: Callable | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -192,17 +342,20 @@ def evaluate_gan(
         per_class: generated cells per class (0: as many as the split has real cells of that class).
         out: folder for ``gan-eval.json`` and one ``gallery-<class>.png`` per class (None: write nothing).
         feature_size: input size of the ImageNet backbone for FD, KID and memorisation (crops up-sampled).
+        min_confidence: above 0, generated cells are kept only when the judge assigns them to their class with at
+            least this probability (:func:`sample_accepted`), and every number is of the kept cells; the report
+            adds each class's draws and acceptance rate. Label fidelity is then the judge agreeing with itself.
+        max_draws_per_cell: with ``min_confidence``, a class stops after this many draws per cell wanted.
+
+    Raises:
+        LeukolensError: no data set, classes that differ, or fewer than two generated cells kept.
     """
     from leukolens.data.cells import load_crops
     from leukolens.data.imbalance import split_cells
-    from leukolens.eval.cells import run_model
     from leukolens.eval.metrics import per_class_recall
     from leukolens.io import ProblemLog, read_dataset
-    from leukolens.io.common import LeukolensError
-    from leukolens.models.checkpoint import load_checkpoint
     from leukolens.models.gan import sample_images
     from leukolens.models.gan_checkpoint import conditions_for, load_gan
-    from leukolens.models.weights import default_checkpoint
 
     checkpoint = load_gan(gan_path)
     generator = checkpoint.build()
@@ -227,45 +380,50 @@ def evaluate_gan(
     full_crops = load_crops(full_train.samples, size=size, context=real.context, cache_dir=cache)
     gan_train_crops = load_crops(gan_train.samples, size=size, context=real.context, cache_dir=cache)
     real_labels, train_labels, gan_train_labels = real.labels, full_train.labels, gan_train.labels
+    # The cell model sees every set at its input size, up-sampled from the GAN's resolution.
+    judge = load_judge(cells_checkpoint, config.classes)
 
     # Generated cells: per class as many as the real split has (the same class mix), conditions drawn from training.
     counts = np.bincount(real_labels, minlength=len(config.classes))
     wanted = [per_class or int(n) for n in counts]
-    generated, generated_labels, generated_codes = [], [], []
+    generated, generated_labels, generated_codes, rejection = [], [], [], {}
     for index, n in enumerate(wanted):
         if n == 0:
             continue
-        labels, codes = conditions_for(checkpoint.attribute_pool, index, n, config, seed=seed + index)
-        generated.append(sample_images(generator, labels, codes, seed=seed + 1000 * index).numpy())
-        generated_labels.append(labels.numpy())
+        if min_confidence > 0:
+            kept = sample_accepted(generator, checkpoint.attribute_pool, index, n, config, judge=judge,
+                                   min_confidence=min_confidence, seed=seed, max_draws=n * max_draws_per_cell)
+            crops, labels, codes = kept.crops, kept.labels, kept.codes
+            rejection[config.classes[index]] = {"wanted": n, "accepted": kept.accepted, "drawn": kept.drawn,
+                                                "acceptance_rate": kept.acceptance_rate}
+        else:
+            labels, codes = conditions_for(checkpoint.attribute_pool, index, n, config, seed=seed + index)
+            crops = sample_images(generator, labels, codes, seed=seed + 1000 * index).numpy()
+            labels, codes = labels.numpy(), None if codes is None else codes.numpy()
+        generated.append(crops)
+        generated_labels.append(labels)
         if codes is not None:
-            generated_codes.append(codes.numpy())
+            generated_codes.append(codes)
     fake_crops = np.concatenate(generated)
     fake_labels = np.concatenate(generated_labels)
     fake_codes = np.concatenate(generated_codes) if generated_codes else None
+    if len(fake_crops) < 2:
+        raise LeukolensError(
+            f"only {len(fake_crops)} generated cells passed the judge at min confidence {min_confidence}: "
+            "lower --min-confidence"
+        )
     log(f"generated {len(fake_crops):,} cells; comparing with {len(real_crops):,} real {split} cells")
 
     # The real reference set for FD/KID: training cells drawn to the same class mix and size as the generated set.
     rng = np.random.default_rng(seed)
+    generated_counts = np.bincount(fake_labels, minlength=len(config.classes))
     reference_index = np.concatenate([
         rng.choice(np.flatnonzero(train_labels == i), size=min(n, int((train_labels == i).sum())), replace=False)
-        for i, n in enumerate(wanted) if n and (train_labels == i).any()
+        for i, n in enumerate(generated_counts) if n and (train_labels == i).any()
     ])
 
-    # The cell model sees every set at its input size, up-sampled from the GAN's resolution.
-    cells_path = Path(cells_checkpoint) if cells_checkpoint else default_checkpoint()
-    cell_checkpoint = load_checkpoint(cells_path)
-    cell_model = cell_checkpoint.build()
-    input_size = cell_checkpoint.crop.input_size
-    if cell_checkpoint.config.classes != config.classes:
-        raise LeukolensError(f"cell model classes {cell_checkpoint.config.classes} differ from the GAN's")
-
-    def judge(crops: np.ndarray):
-        return run_model(cell_model, resize_crops(crops, input_size), input_size=input_size,
-                         mean=cell_checkpoint.mean, std=cell_checkpoint.std, margin=1.0, progress=progress)
-
-    fake_out, real_out = judge(fake_crops), judge(real_crops)
-    reference_out = judge(full_crops[reference_index])
+    fake_out, real_out = judge.predict(fake_crops, progress=progress), judge.predict(real_crops, progress=progress)
+    reference_out = judge.predict(full_crops[reference_index], progress=progress)
     from leukolens.models.backbones import build_backbone
 
     backbone = build_backbone("efficientnet_lite0", pretrained=True)
@@ -276,7 +434,7 @@ def evaluate_gan(
     }
     report: dict = {
         "gan": str(gan_path),
-        "cell_model": str(cells_path),
+        "cell_model": str(judge.path),
         "data": str(data),
         "split": split,
         "image_size": size,
@@ -287,6 +445,12 @@ def evaluate_gan(
         "train_minutes": record.get("minutes"),
         "train_steps": record.get("steps"),
     }
+    if min_confidence > 0:
+        drawn = sum(e["drawn"] for e in rejection.values())
+        report["min_confidence"] = min_confidence
+        report["drawn"] = drawn
+        report["acceptance_rate"] = sum(e["accepted"] for e in rejection.values()) / drawn if drawn else 0.0
+        report["rejection"] = rejection
     for space, fake_f, real_f, ref_f in (
         ("imagenet", imagenet["fake"], imagenet["real"], imagenet["reference"]),
         ("cell_model", fake_out.embeddings, real_out.embeddings, reference_out.embeddings),
@@ -325,6 +489,8 @@ def evaluate_gan(
             "memorisation_ratio": memorisation_ratio(fake_nearest[fake_of], real_nearest[real_of])
             if real_of.any() else None,
         }
+        if name in rejection:
+            entry["drawn"], entry["acceptance_rate"] = rejection[name]["drawn"], rejection[name]["acceptance_rate"]
         if real_of.sum() >= 2 and fake_of.sum() >= 2:
             entry["kid_cell_model"] = kernel_distance(
                 fake_out.embeddings[fake_of], real_out.embeddings[real_of], subsets=20, seed=seed
@@ -337,7 +503,7 @@ def evaluate_gan(
     if fake_codes is not None:
         report["attributes"] = _attribute_fidelity(
             config.attributes, fake_codes, fake_out, real.attribute_codes if real.attributes else None, real_out,
-            cell_checkpoint.config.attributes,
+            judge.model.config.attributes,
         )
 
     if out is not None:
@@ -357,7 +523,9 @@ def evaluate_gan(
                     rows,
                     row_titles=["generated", "generated", "nearest training", "real training"],
                     title=f"{name}: label fidelity {entry['label_fidelity']:.0%}, "
-                    f"{entry['gan_training_cells']} training cells",
+                    f"{entry['gan_training_cells']} training cells"
+                    + (f", {entry['acceptance_rate']:.0%} of drawn cells kept by the judge" if name in rejection
+                       else ""),
                 ),
                 out / f"gallery-{name.lower().replace(' ', '-')}.png",
             )
@@ -408,15 +576,28 @@ def format_report(report: dict) -> str:
         f"(real vs real {report['kid_cell_model_real_reference']:.4f})",
         f"memorisation ratio {report['memorisation_ratio']:.3f} (1: as new as real cells; 0: copies); "
         f"near copies {report['near_copy_share']:.1%}",
-        f"{'class':<22}{'train':>7}{'fidelity':>10}{'real@size':>11}{'memo':>7}",
     ]
+    rejection = report.get("rejection")
+    if rejection:
+        lines.append(
+            f"rejection: kept only cells the cell model reads as their class with probability >= "
+            f"{report['min_confidence']:g}: {report['generated']:,} of {report['drawn']:,} drawn "
+            f"({report['acceptance_rate']:.1%}); fidelity below is that same model's, so it measures the filter"
+        )
+    lines.append(f"{'class':<22}{'train':>7}{'fidelity':>10}{'real@size':>11}{'memo':>7}"
+                 + (f"{'drawn':>9}{'accepted':>10}" if rejection else ""))
     for name, e in report["per_class"].items():
         real = e["real_recall_at_gan_size"]
         memo = e["memorisation_ratio"]
         lines.append(
             f"{name:<22}{e['gan_training_cells']:>7}{e['label_fidelity']:>10.3f}"
             f"{'-' if real is None else format(real, '.3f'):>11}{'-' if memo is None else format(memo, '.2f'):>7}"
+            + (f"{e['drawn']:>9,}{e['acceptance_rate']:>10.1%}" if rejection else "")
         )
+    for name, e in (rejection or {}).items():
+        if e["accepted"] < e["wanted"]:
+            lines.append(f"{name}: only {e['accepted']:,} of {e['wanted']:,} wanted cells accepted in "
+                         f"{e['drawn']:,} draws")
     if report.get("attributes"):
         mean = report["attributes"]["_mean"]
         lines.append(
