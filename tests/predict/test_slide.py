@@ -62,6 +62,12 @@ def test_a_cut_box_stretched_past_its_cell_yields_to_the_whole_box_crossing_its_
     beside = Detections(np.array([[260, 0, 410, 120]], np.float32), np.array([0.6], np.float32), np.array([0]))
     merged = merge_tiles([whole, beside], [top, bottom], factor=1.0)
     assert len(merged) == 2
+    # a large cell that ends at the line, and below it one that begins 11 px past it (near enough to the side to
+    # count as cut): the first does not reach into the second, so both stay
+    above = Detections(np.array([[115, 113, 356, 309]], np.float32), np.array([0.77], np.float32), np.array([0]))
+    below = Detections(np.array([[113, 11, 359, 207]], np.float32), np.array([0.72], np.float32), np.array([0]))
+    merged = merge_tiles([above, below], [top, bottom], factor=1.0)
+    assert len(merged) == 2
 
 
 def test_a_cell_wider_than_the_tiles_overlap_keeps_its_largest_box():

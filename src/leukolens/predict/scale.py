@@ -387,14 +387,18 @@ def class_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, iou:
 
 
 def _spans_cut(box: np.ndarray, others: np.ndarray, side: int, line: float, *, covered: float, edge: float):
-    """Which of ``others`` cross the line ``box`` is cut at on ``side`` (0 left, 1 top, 2 right, 3 bottom: the cell
-    goes on past it), reaching ``edge`` past it, and span ``covered`` of the box's extent along it."""
+    """Which of ``others`` see the cell ``box`` is a cut part of: ``box`` is cut at ``line`` on ``side`` (0 left,
+    1 top, 2 right, 3 bottom: the cell goes on past it); such a box reaches ``edge`` past the line, ``edge`` into
+    ``box`` from its cut side (a cell that merely ends at the line, beside a cell that begins there, does not), and
+    spans ``covered`` of the box's extent along the line."""
     axis = side % 2  # the coordinate the line is at: x for a left or right side, y for a top or bottom one
     along = 1 - axis
-    beyond = others[:, axis] <= line - edge if side < 2 else others[:, axis + 2] >= line + edge
-    crosses = beyond & (others[:, axis] < line) & (others[:, axis + 2] > line)
+    if side < 2:  # the cell goes on towards lower coordinates
+        reaches = (others[:, axis] <= line - edge) & (others[:, axis + 2] >= box[axis] + edge)
+    else:
+        reaches = (others[:, axis + 2] >= line + edge) & (others[:, axis] <= box[axis + 2] - edge)
     span = np.minimum(others[:, along + 2], box[along + 2]) - np.maximum(others[:, along], box[along])
-    return crosses & (span.clip(0) >= covered * max(float(box[along + 2] - box[along]), 1e-9))
+    return reaches & (span.clip(0) >= covered * max(float(box[along + 2] - box[along]), 1e-9))
 
 
 def merge_tiles(
@@ -410,12 +414,12 @@ def merge_tiles(
 
     A box within ``edge`` pixels of a tile's inner side is a cell cut by the tile; it is dropped when a box of the
     same class not cut by any tile, or larger than it, scoring at least half as high, sees the same cell (the cell
-    seen whole, or more of it, in a neighbour): it covers ``covered`` of the cut box's area, or it crosses the cut
-    line and spans ``covered`` of the cut box's extent along that line. The second test is for the cut box the
-    detector stretched away from the cut (past the cell, into what lies beyond it): its area then lies partly
-    outside the whole box, but at the line, where the cell is known to go on, the two boxes hold the same pixels,
-    which two white cells lying apart cannot. The rest go through class-wise NMS at ``iou``; coordinates are divided
-    by ``factor``.
+    seen whole, or more of it, in a neighbour): it covers ``covered`` of the cut box's area, or it reaches across
+    the cut line into the cut box and spans ``covered`` of the cut box's extent along that line. The second test is
+    for the cut box the detector stretched away from the cut (past the cell, into what lies beyond it): its area then
+    lies partly outside the whole box, but at the line, where the cell is known to go on, the two boxes hold the same
+    pixels, which two white cells lying apart cannot. The rest go through class-wise NMS at ``iou``; coordinates are
+    divided by ``factor``.
     ``edge`` is 16 working pixels, not 2: the detector's box for a cell cut by the tile often stops a few pixels
     short of the cut (6 px measured), and such a half box has an IoU just under 0.5 with the whole one, so NMS kept
     both (2 of 12 white cells twice on a slide mosaic, ``tests/test_analyze_slide.py``). A whole cell that close to
