@@ -113,3 +113,27 @@ def test_the_two_optimisers_keep_their_learning_rates():
     assert [group["lr"] for group in g.param_groups] == [1e-4] and [group["lr"] for group in d.param_groups] == [4e-4]
     assert {id(p) for p in g.param_groups[0]["params"]} == {id(p) for p in models.generator.parameters()}
     assert g.param_groups[0]["betas"] == (0.0, 0.99)
+
+
+def test_a_projected_discriminator_trains_its_heads_and_leaves_the_frozen_network_as_it_was():
+    torch.manual_seed(0)
+    data = _data(True)
+    config = TrainGanConfig(data="d", image_size=16, latent_dim=8, condition_dim=8, g_channels=4, d_channels=4,
+                            batch_size=4, steps=2, max_minutes=0, discriminator="projected", feature_size=64)
+    models = GanModels(gan_model_config(config, data))
+    before = {name: p.detach().clone() for name, p in models.state_dict().items()}
+    optimizers = gan_optimizers(models, config)
+    assert all(p.requires_grad for group in optimizers[1].param_groups for p in group["params"])
+    losses = RunningLosses(_Bar(), [], started=time.time(), log=lambda _: None)
+    train_one_epoch(models, optimizers, gan_batches(data, config, rng=np.random.default_rng(0)), 0, config=config,
+                    generator=torch.Generator().manual_seed(0), losses=losses, deadline=None,
+                    checkpoint_at=time.time() + 60)
+    after = models.state_dict()
+    frozen = [n for n in before if n.startswith("discriminator.backbone.")]
+    # weights and batch-norm statistics alike: ImageNet's, whatever train() was called
+    assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
+    assert not models.discriminator.backbone.training
+    assert all(p.requires_grad is False for p in models.discriminator.backbone.parameters())
+    heads = [n for n in before if n.startswith("discriminator.heads.")]
+    assert any(not torch.equal(before[n], after[n]) for n in heads)
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("generator."))

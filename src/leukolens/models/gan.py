@@ -11,6 +11,12 @@ whose value is not known (not applicable, unknown, or a class without attributes
 attribute heads on the same features (AC-GAN, Odena et al. 2017) let training also ask the generator for cells that
 read as their condition.
 
+The projected discriminator (:class:`ProjectedDiscriminator`; Projected GAN, Sauer et al. 2021; Vision-aided GAN,
+Kumari et al. 2022) scores cells on the features of a frozen ImageNet EfficientNet-Lite0 at three depths, each read by
+a small spectrally normalised head with its own projection. The frozen network already tells a nucleus from a
+granule, so the discriminator learns from a few thousand cells what one trained from scratch cannot, and the
+generator gets gradients that speak of such parts rather than of pixels.
+
 Attribute codes use :data:`~leukolens.data.cells.IGNORE` (-100) for "not known", as the cell model's targets do.
 """
 
@@ -42,6 +48,8 @@ class GanConfig:
     condition_dim: int = 96
     g_channels: int = 32  # width of the generator's last stage; earlier stages are wider
     d_channels: int = 32
+    discriminator: str = "resnet"  # resnet: trained from scratch; projected: heads on frozen ImageNet features
+    feature_size: int = 128  # projected: the side crops are resized to before the frozen backbone
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -206,6 +214,106 @@ class Discriminator(nn.Module):
         return score, self.class_head(h), [head(h) for head in self.attribute_heads]
 
 
+PROJECTED_STAGES = (2, 4, 6)
+"""EfficientNet-Lite0 blocks whose outputs the projected discriminator reads: 1/8, 1/16 and 1/32 of its input
+(40, 112 and 320 channels): textures and granules, nuclear lobes, the whole cell."""
+
+
+class FeatureHead(nn.Module):
+    """One depth of the projected discriminator: spectrally normalised convolutions on frozen features, pooled to a
+    vector ``h``, scored as ``linear(h) + <embed(condition), h>``."""
+
+    def __init__(self, in_channels: int, width: int, config: GanConfig, *, downsample: bool):
+        super().__init__()
+        self.conv1 = spectral_norm(nn.Conv2d(in_channels, width, 1))  # mixes the frozen channels
+        self.conv2 = spectral_norm(nn.Conv2d(width, width, 3, stride=2 if downsample else 1, padding=1))
+        self.linear = spectral_norm(nn.Linear(width, 1))
+        self.embed = ConditionEmbedding(config, width)
+        for embedding in [self.embed.classes, *self.embed.attributes]:
+            spectral_norm(embedding)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor, attributes: torch.Tensor | None):
+        h = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(features), 0.2)), 0.2).sum(dim=(2, 3))  # [batch, width]
+        score = self.linear(h).squeeze(1) + (self.embed(labels, attributes) * h).sum(dim=1)
+        return score, h
+
+
+class ProjectedDiscriminator(nn.Module):
+    """Image ``[batch, 3, size, size]`` in [-1, 1] + condition -> realness score ``[batch]``: the sum of
+    :class:`FeatureHead` scores on a frozen ImageNet EfficientNet-Lite0 at :data:`PROJECTED_STAGES`; the same call
+    as :class:`Discriminator`, auxiliary heads included (on the heads' pooled features).
+
+    The backbone stays frozen and in eval mode (its batch normalisation keeps ImageNet's statistics, whatever
+    ``train()`` is called); gradients still flow through it to the generator."""
+
+    def __init__(self, config: GanConfig, *, pretrained: bool = True):
+        super().__init__()
+        from leukolens.models.backbones import SPECS, build_backbone
+
+        self.config = config
+        self.backbone = build_backbone("efficientnet_lite0", pretrained=pretrained).model
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(False)
+        self.backbone.eval()
+        spec = SPECS["efficientnet_lite0"]
+        # [-1, 1] -> the backbone's normalised input: x * scale + shift
+        mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
+        self.register_buffer("scale", 0.5 / std, persistent=False)
+        self.register_buffer("shift", (0.5 - mean) / std, persistent=False)
+        channels = {2: 40, 4: 112, 6: 320}
+        width = max(32, 2 * config.d_channels)
+        self.heads = nn.ModuleList(
+            FeatureHead(channels[i], width, config, downsample=i == PROJECTED_STAGES[0]) for i in PROJECTED_STAGES
+        )
+        self.features = width * len(PROJECTED_STAGES)
+        self.class_head = spectral_norm(nn.Linear(self.features, len(config.classes)))
+        self.attribute_heads = nn.ModuleList(
+            spectral_norm(nn.Linear(self.features, len(a.values))) for a in config.attributes
+        )
+
+    def train(self, mode: bool = True) -> ProjectedDiscriminator:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def frozen_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        size = self.config.feature_size
+        if images.shape[-1] != size:
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        x = self.backbone.bn1(self.backbone.conv_stem(images * self.scale + self.shift))
+        out = []
+        for i, block in enumerate(self.backbone.blocks[: PROJECTED_STAGES[-1] + 1]):
+            x = block(x)
+            if i in PROJECTED_STAGES:
+                out.append(x)
+        return out
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor, attributes: torch.Tensor | None = None, *,
+        auxiliary: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        scores, pooled = zip(*(head(f, labels, attributes)
+                               for head, f in zip(self.heads, self.frozen_features(images))))
+        score = torch.stack(scores).sum(dim=0)
+        if not auxiliary:
+            return score
+        h = torch.cat(pooled, dim=1)
+        return score, self.class_head(h), [head(h) for head in self.attribute_heads]
+
+
+def build_discriminator(config: GanConfig) -> nn.Module:
+    if config.discriminator == "resnet":
+        return Discriminator(config)
+    if config.discriminator == "projected":
+        return ProjectedDiscriminator(config)
+    raise ValueError(f"unknown discriminator {config.discriminator!r}: use resnet or projected")
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters training updates (a projected discriminator's backbone is frozen)."""
+    return [p for p in module.parameters() if p.requires_grad]
+
+
 class GanModels(nn.Module):
     """The generator, its exponential moving average (what samples are drawn from), and the discriminator."""
 
@@ -213,7 +321,7 @@ class GanModels(nn.Module):
         super().__init__()
         self.config = config
         self.generator = Generator(config)
-        self.discriminator = Discriminator(config)
+        self.discriminator = build_discriminator(config)
         self.ema = copy.deepcopy(self.generator).eval()
         for parameter in self.ema.parameters():
             parameter.requires_grad = False

@@ -34,7 +34,7 @@ from leukolens.losses.adversarial import (
     mode_seeking_loss,
 )
 from leukolens.models.cellnet import AttributeSpec
-from leukolens.models.gan import GanConfig, GanModels, sample_images
+from leukolens.models.gan import GanConfig, GanModels, sample_images, trainable
 from leukolens.models.gan_checkpoint import (
     GanCheckpoint,
     attribute_pool,
@@ -71,6 +71,8 @@ class GanModelConfig:
     condition_dim: int = 96
     g_channels: int = 16
     d_channels: int = 16
+    discriminator: str = "resnet"  # resnet, or projected: heads on frozen ImageNet features (models/gan.py)
+    feature_size: int = 128  # projected: crops resized to this before the frozen backbone
 
 
 @dataclass
@@ -194,7 +196,8 @@ def train_step(
         attributes = None if attributes is None else torch.cat([attributes[:half], attributes[:half]])
         latents = latents[: 2 * half]
     fake = models.generator(latents, labels, attributes)
-    for parameter in models.discriminator.parameters():
+    d_trainable = trainable(models.discriminator)  # not a projected discriminator's frozen backbone
+    for parameter in d_trainable:
         parameter.requires_grad_(False)
     fake_scores, class_logits, attribute_logits = models.discriminator(
         diff_augment(fake, policy=config.policy, generator=generator), labels, attributes, auxiliary=True
@@ -211,7 +214,7 @@ def train_step(
     g_optimizer.zero_grad(set_to_none=True)
     g_total.backward()
     g_optimizer.step()
-    for parameter in models.discriminator.parameters():
+    for parameter in d_trainable:
         parameter.requires_grad_(True)
     # A short warm-up of the average: early on the generator changes too fast for a 0.999 average to follow.
     models.update_ema(min(config.ema_decay, (1 + step) / (10 + step)))
@@ -288,6 +291,8 @@ def gan_model_config(config: GanModelConfig, data: GanData) -> GanConfig:
         condition_dim=config.condition_dim,
         g_channels=config.g_channels,
         d_channels=config.d_channels,
+        discriminator=config.discriminator,
+        feature_size=config.feature_size,
     )
 
 
@@ -295,7 +300,7 @@ def gan_optimizers(models: GanModels, config: GanOptimConfig) -> tuple[torch.opt
     """Adam for the generator and for the discriminator, each at its own learning rate."""
     return (
         torch.optim.Adam(models.generator.parameters(), lr=config.lr_generator, betas=config.betas),
-        torch.optim.Adam(models.discriminator.parameters(), lr=config.lr_discriminator, betas=config.betas),
+        torch.optim.Adam(trainable(models.discriminator), lr=config.lr_discriminator, betas=config.betas),
     )
 
 
