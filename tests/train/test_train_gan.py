@@ -115,11 +115,12 @@ def test_the_two_optimisers_keep_their_learning_rates():
     assert g.param_groups[0]["betas"] == (0.0, 0.99)
 
 
-def test_a_projected_discriminator_trains_its_heads_and_leaves_the_frozen_network_as_it_was():
+@pytest.mark.parametrize("kind", ["projected", "vision-aided"])
+def test_a_projected_discriminator_trains_its_heads_and_leaves_the_frozen_network_as_it_was(kind):
     torch.manual_seed(0)
     data = _data(True)
     config = TrainGanConfig(data="d", image_size=16, latent_dim=8, condition_dim=8, g_channels=4, d_channels=4,
-                            batch_size=4, steps=2, max_minutes=0, discriminator="projected", feature_size=64)
+                            batch_size=4, steps=2, max_minutes=0, discriminator=kind, feature_size=64)
     models = GanModels(gan_model_config(config, data))
     before = {name: p.detach().clone() for name, p in models.state_dict().items()}
     optimizers = gan_optimizers(models, config)
@@ -129,11 +130,14 @@ def test_a_projected_discriminator_trains_its_heads_and_leaves_the_frozen_networ
                     generator=torch.Generator().manual_seed(0), losses=losses, deadline=None,
                     checkpoint_at=time.time() + 60)
     after = models.state_dict()
-    frozen = [n for n in before if n.startswith("discriminator.backbone.")]
+    frozen = [n for n in before if ".backbone." in n]
     # weights and batch-norm statistics alike: ImageNet's, whatever train() was called
     assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
-    assert not models.discriminator.backbone.training
-    assert all(p.requires_grad is False for p in models.discriminator.backbone.parameters())
-    heads = [n for n in before if n.startswith("discriminator.heads.")]
+    projected = models.discriminator if kind == "projected" else models.discriminator.projected
+    assert not projected.backbone.training
+    assert all(p.requires_grad is False for p in projected.backbone.parameters())
+    heads = [n for n in before if ".heads." in n]
     assert any(not torch.equal(before[n], after[n]) for n in heads)
     assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("generator."))
+    if kind == "vision-aided":  # both discriminators learn
+        assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("discriminator.resnet."))

@@ -90,8 +90,9 @@ def _train_gan_parser(train) -> None:
            help="image: whole single-cell images; box: a window of --context times the box around each cell")
     option("--context", "context", float, help="box window / box side (box crops)")
     option("--channels", "g_channels", int, help="network width (last G / first D stage)")
-    option("--discriminator", "discriminator", choices=("resnet", "projected"),
-           help="resnet: trained from scratch; projected: small heads on a frozen ImageNet EfficientNet-Lite0")
+    option("--discriminator", "discriminator", choices=("resnet", "projected", "vision-aided"),
+           help="resnet: trained from scratch; projected: small heads on a frozen ImageNet EfficientNet-Lite0; "
+           "vision-aided: both, each with its own loss")
     option("--feature-size", "feature_size", int, help="projected: side crops are resized to for the frozen network")
     option("--batch-size", "batch_size", int)
     option("--steps", "steps", int, help="stop after this many steps (0: budget only)")

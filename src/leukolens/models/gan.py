@@ -48,7 +48,7 @@ class GanConfig:
     condition_dim: int = 96
     g_channels: int = 32  # width of the generator's last stage; earlier stages are wider
     d_channels: int = 32
-    discriminator: str = "resnet"  # resnet: trained from scratch; projected: heads on frozen ImageNet features
+    discriminator: str = "resnet"  # resnet (from scratch), projected (frozen ImageNet features) or vision-aided (both)
     feature_size: int = 128  # projected: the side crops are resized to before the frozen backbone
 
     def as_dict(self) -> dict:
@@ -233,7 +233,7 @@ class FeatureHead(nn.Module):
             spectral_norm(embedding)
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor, attributes: torch.Tensor | None):
-        h = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(features), 0.2)), 0.2).sum(dim=(2, 3))  # [batch, width]
+        h = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(features), 0.2)), 0.2).mean(dim=(2, 3))  # [batch, width]
         score = self.linear(h).squeeze(1) + (self.embed(labels, attributes) * h).sum(dim=1)
         return score, h
 
@@ -301,12 +301,40 @@ class ProjectedDiscriminator(nn.Module):
         return score, self.class_head(h), [head(h) for head in self.attribute_heads]
 
 
+class VisionAidedDiscriminator(nn.Module):
+    """The ResNet discriminator and the projected one side by side (Vision-aided GAN, Kumari et al. 2022): the
+    score is ``[batch, 2]``, one column each, so the hinge losses (means over every score) train each on its own
+    and ask the generator to fool both. The ResNet one learns what the frozen ImageNet features are blind to
+    (exact colour, pixel detail); the auxiliary heads are the ResNet one's."""
+
+    def __init__(self, config: GanConfig):
+        super().__init__()
+        self.config = config
+        self.resnet = Discriminator(config)
+        self.projected = ProjectedDiscriminator(config)
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor, attributes: torch.Tensor | None = None, *,
+        auxiliary: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        vision = self.projected(images, labels, attributes)
+        if not auxiliary:
+            return torch.stack([self.resnet(images, labels, attributes), vision], dim=1)
+        score, class_logits, attribute_logits = self.resnet(images, labels, attributes, auxiliary=True)
+        return torch.stack([score, vision], dim=1), class_logits, attribute_logits
+
+
+DISCRIMINATORS = ("resnet", "projected", "vision-aided")
+
+
 def build_discriminator(config: GanConfig) -> nn.Module:
     if config.discriminator == "resnet":
         return Discriminator(config)
     if config.discriminator == "projected":
         return ProjectedDiscriminator(config)
-    raise ValueError(f"unknown discriminator {config.discriminator!r}: use resnet or projected")
+    if config.discriminator == "vision-aided":
+        return VisionAidedDiscriminator(config)
+    raise ValueError(f"unknown discriminator {config.discriminator!r}: use {', '.join(DISCRIMINATORS)}")
 
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:

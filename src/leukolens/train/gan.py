@@ -71,7 +71,7 @@ class GanModelConfig:
     condition_dim: int = 96
     g_channels: int = 16
     d_channels: int = 16
-    discriminator: str = "resnet"  # resnet, or projected: heads on frozen ImageNet features (models/gan.py)
+    discriminator: str = "resnet"  # resnet, projected (heads on frozen ImageNet features) or vision-aided (both)
     feature_size: int = 128  # projected: crops resized to this before the frozen backbone
 
 
