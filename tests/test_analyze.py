@@ -31,12 +31,7 @@ from tests.conftest import every_cell_a_wbc_detector, tiny_cell_checkpoint
 FIELDS = ("BloodImage_00007.jpg", "BloodImage_00015.jpg")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_onnx_cache(tmp_path_factory):
-    """ONNX exports of the tiny models go to a folder of this module's own, made once."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LEUKOLENS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_onnx_cache")  # ONNX exports of the tiny models: this module's own
 
 
 @pytest.fixture(scope="module")

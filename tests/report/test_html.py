@@ -84,11 +84,7 @@ def decode_data_uri(uri: str) -> Image.Image:
     return image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _private_onnx_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LEUKOLENS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_onnx_cache")  # ONNX exports of the tiny models: this module's own
 
 
 @pytest.fixture(scope="module")
