@@ -64,7 +64,7 @@ def render(quality: dict, balance: dict, checkpoint) -> str:
         lr_d=record.get("lr_discriminator"),
     )
     arms = balance["arms"]
-    gan_best = max(arms[a]["mean"]["rare_recall"] for a in ("gan", "oversampling+gan"))
+    gan_best = max(arm["mean"]["rare_recall"] for name, arm in arms.items() if "gan" in name)
     plain_best = max(arms[a]["mean"]["rare_recall"] for a in ("class-weighted", "oversampling"))
     gain = 100 * (gan_best - plain_best)
     fidelity = {name: e["label_fidelity"] for name, e in quality["per_class"].items()}

@@ -164,6 +164,11 @@ def test_balance_protocol_runs_every_arm(discs, gan, tmp_path):
     assert report["test_cells"] == 18
     for name, arm in report["arms"].items():
         assert len(arm["runs"]) == 2
+        if name.endswith("judged"):  # the judge's share of the 18 asked for, the same for both judged arms
+            accepted = [report["judge_acceptance"][str(run["seed"])]["Red"]["accepted"] for run in arm["runs"]]
+            assert [run["train_cells"] for run in arm["runs"]] == [42 + a for a in accepted]
+            assert all(0 <= a <= 18 for a in accepted)
+            continue
         extra = 18 if "gan" in name else 0
         assert all(run["train_cells"] == 42 + extra for run in arm["runs"])
         assert 0 <= arm["mean"]["balanced_accuracy"] <= 1 and arm["std"]["rare_recall"] >= 0

@@ -138,6 +138,8 @@ def _balance_parser(commands) -> None:
     option("--input-size", "input_size", int, help="backbone input (crops up-sampled)")
     option("--epochs", "epochs", int, help="0: 60 for probe, 4 for finetune")
     option("--views", "views", int, help="probe: dihedral views cached per crop (1-8)")
+    option("--judge-confidence", "judge_confidence", float,
+           help="judged arms: keep generated cells the protocol's probe reads as their class with this probability")
     option("--generated-per-class", "generated_per_class", int,
            help="generated cells per rare class (0: up to the median class)")
     option("--threads", "threads", int, help="torch threads (0: one per core)")

@@ -8,7 +8,11 @@ ways:
 - ``class-weighted``: cross-entropy weighted by inverse class frequency;
 - ``oversampling``: every class drawn equally often (rare cells repeated);
 - ``gan``: GAN-generated cells added to the rare classes until each reaches the median class size, drawn uniformly;
-- ``oversampling+gan``: both.
+- ``oversampling+gan``: both;
+- ``gan-judged`` and ``class-weighted+gan-judged``: generated cells kept only when a judge reads them as the class
+  asked for, with probability at least ``judge_confidence``, drawn until the rare class is full or 50 cells were drawn
+  for each one wanted. The judge must not have seen the dropped cells, so it is the protocol's own: the
+  class-weighted linear probe on the reduced real training set, trained with the run's seed.
 
 Each arm runs with several seeds (initialisation, order, and which GAN cells are drawn) and is scored on the full
 test split: balanced accuracy, macro-F1, the recall of each rare class and their mean. Real and generated cells are
@@ -49,7 +53,8 @@ from leukolens.io import ProblemLog, read_dataset
 from leukolens.io.common import LeukolensError
 from leukolens.models.backbones import SPECS, build_backbone
 
-ARMS = ("none", "class-weighted", "oversampling", "gan", "oversampling+gan")
+ARMS = ("none", "class-weighted", "oversampling", "gan", "oversampling+gan", "gan-judged", "class-weighted+gan-judged")
+JUDGE_DRAWS_PER_CELL = 50
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Arm:
     class_weighted: bool = False
     oversample: bool = False
     generated: bool = False
+    judged: bool = False  # generated cells filtered by the protocol's judge
 
 
 ARM_SPECS = {
@@ -68,6 +74,8 @@ ARM_SPECS = {
     "oversampling": Arm("oversampling", oversample=True),
     "gan": Arm("gan", generated=True),
     "oversampling+gan": Arm("oversampling+gan", oversample=True, generated=True),
+    "gan-judged": Arm("gan-judged", generated=True, judged=True),
+    "class-weighted+gan-judged": Arm("class-weighted+gan-judged", class_weighted=True, generated=True, judged=True),
 }
 
 
@@ -88,6 +96,7 @@ class BalanceConfig:
     input_size: int = 128  # what the backbone sees (crops up-sampled)
     generated_per_class: int = 0  # generated cells per rare class (0: up to the median class size)
     truncation: float = 0.0
+    judge_confidence: float = 0.5  # the judged arms keep generated cells the judge gives at least this probability
     views: int = 4  # probe: dihedral views cached per training crop (1-8)
     epochs: int = 0  # 0: 60 for probe, 4 for finetune
     batch_size: int = 64
@@ -330,19 +339,36 @@ def run_balance(
         test_features = crop_features(backbone, test_crops, input_size=config.input_size, mean=spec.mean,
                                       std=spec.std)
         log(f"features cached in {time.time() - started:.0f} s")
+
+    def features(crops: np.ndarray, views: int = 1) -> np.ndarray:  # [cells, views, d]
+        if not len(crops):  # a judge that accepted nothing (only in probe mode are these features asked for)
+            return np.zeros((0, views, train_features.shape[-1]), np.float32)
+        return np.stack([crop_features(backbone, dihedral(crops, v), input_size=config.input_size, mean=spec.mean,
+                                       std=spec.std) for v in range(views)], axis=1)
+
+    judge_features = None
+    if any(a.judged for a in arms):
+        judge_features = train_features if probe else features(train_crops, max(1, min(8, config.views)))
     runs: dict[str, list[dict]] = {a.name: [] for a in arms}
+    acceptance: dict[int, dict] = {}
     for seed in config.seeds:
-        generated_crops, generated_labels = _generate(generator_checkpoint, extra, seed, config) \
-            if generator_checkpoint is not None else (None, None)
-        if probe and generated_crops is not None:
-            generated_features = np.stack(
-                [crop_features(backbone, dihedral(generated_crops, v), input_size=config.input_size, mean=spec.mean,
-                               std=spec.std) for v in range(views)],
-                axis=1,
+        generated = {}  # judged or not: (crops, labels, probe features or None)
+        if any(a.generated and not a.judged for a in arms):
+            crops, labels = _generate(generator_checkpoint, extra, seed, config)
+            generated[False] = (crops, labels, features(crops, views) if probe else None)
+        if judge_features is not None:
+            judge = train_probe(judge_features, train_labels, ARM_SPECS["class-weighted"], len(classes), config, seed)
+            crops, labels, acceptance[seed] = _generate_judged(
+                generator_checkpoint, extra, seed, config, judge=judge, features=lambda c: features(c)[:, 0],
+                classes=classes,
             )
+            generated[True] = (crops, labels, features(crops, views) if probe else None)
+            log(f"judged cells, seed {seed}: " + ", ".join(
+                f"{name} {a['accepted']} of {a['drawn']} drawn" for name, a in acceptance[seed].items()))
         for arm in arms:
             labels = train_labels
             if arm.generated:
+                generated_crops, generated_labels, generated_features = generated[arm.judged]
                 labels = np.concatenate([train_labels, generated_labels])
             run_started = time.time()
             if probe:
@@ -371,6 +397,7 @@ def run_balance(
         "test_cells": int(len(test_labels)),
         "image_size": int(image_size),
         "generated_per_class": {classes[c]: n for c, n in extra.items()} if generator_checkpoint else {},
+        "judge_acceptance": {str(seed): a for seed, a in acceptance.items()},
         "gan": None if generator_checkpoint is None else {
             "path": str(config.gan), "steps": generator_checkpoint.train.get("steps"),
             "minutes": generator_checkpoint.train.get("minutes"),
@@ -421,6 +448,43 @@ def _generate(checkpoint, extra: dict[int, int], seed: int, config: BalanceConfi
         size = checkpoint.config.image_size
         return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)
     return np.concatenate(crops), np.concatenate(labels)
+
+
+def _generate_judged(checkpoint, extra: dict[int, int], seed: int, config: BalanceConfig, *, judge: nn.Module,
+                     features: Callable[[np.ndarray], np.ndarray], classes: tuple[str, ...]):
+    """Generated cells of each rare class that ``judge`` (a probe on ``features``) reads as that class with
+    probability at least ``config.judge_confidence``: (crops, labels, per class accepted and drawn). A class
+    stops at its count or after :data:`JUDGE_DRAWS_PER_CELL` draws per cell wanted."""
+    from leukolens.models.gan import sample_images
+    from leukolens.models.gan_checkpoint import conditions_for
+
+    generator = checkpoint.build()
+    crops, labels, acceptance = [], [], {}
+    for index, n in extra.items():
+        if n <= 0:
+            continue
+        kept, drawn, round_index = [], 0, 0
+        while sum(len(k) for k in kept) < n and drawn < n * JUDGE_DRAWS_PER_CELL:
+            count = min(max(2 * (n - sum(len(k) for k in kept)), 64), n * JUDGE_DRAWS_PER_CELL - drawn)
+            round_seed = 10_000 * seed + 1_000 * (round_index + 1) + index  # not the unjudged arms' seeds
+            condition, codes = conditions_for(checkpoint.attribute_pool, index, count, checkpoint.config,
+                                              seed=round_seed)
+            batch = sample_images(generator, condition, codes, seed=round_seed + 100,
+                                  truncation=config.truncation).numpy()
+            with torch.no_grad():
+                probabilities = judge(torch.from_numpy(features(batch))).softmax(-1).numpy()
+            accepted = (probabilities.argmax(1) == index) & (probabilities[:, index] >= config.judge_confidence)
+            kept.append(batch[accepted])
+            drawn += count
+            round_index += 1
+        cells = np.concatenate(kept)[:n]
+        acceptance[classes[index]] = {"accepted": int(len(cells)), "drawn": int(drawn)}
+        crops.append(cells)
+        labels.append(np.full(len(cells), index, np.int64))
+    if not crops:
+        size = checkpoint.config.image_size
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64), acceptance
+    return np.concatenate(crops), np.concatenate(labels), acceptance
 
 
 @torch.inference_mode()
