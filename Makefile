@@ -74,7 +74,6 @@ weights-clip: $(STAMP)
 	mkdir -p src/leukolens/weights
 	cp out/clip-pbc/best.pt src/leukolens/weights/clip-pbc.pt
 
-# A cell GAN on the full PBC training split for `leukolens generate` (64 px, 30 minutes on 2 cores; docs/gan.md).
 # The GAN `leukolens generate` uses out of the box: PBC's whole training split, the vision-aided discriminator, crops
 # framed as the cell model frames them (box, context 2), 45 minutes on 2 cores (docs/gan.md).
 weights-gan: $(STAMP)

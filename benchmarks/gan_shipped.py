@@ -21,6 +21,8 @@ against real.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from benchmarks.gan import SHARED
@@ -48,8 +50,9 @@ def second_judge(checkpoint, per_class: list[int]):
     dataset = read_dataset(SHARED / "pbc", log=ProblemLog())
     train = split_cells(dataset, split="train", crop=checkpoint.crop_mode, context=checkpoint.context)
     test = split_cells(dataset, split="test", crop=checkpoint.crop_mode, context=checkpoint.context)
-    train_crops = load_crops(train.samples, size=config.image_size, context=train.context)
-    test_crops = load_crops(test.samples, size=config.image_size, context=test.context)
+    cache = Path(".cache/leukolens")
+    train_crops = load_crops(train.samples, size=config.image_size, context=train.context, cache_dir=cache)
+    test_crops = load_crops(test.samples, size=config.image_size, context=test.context, cache_dir=cache)
     backbone, spec = build_backbone("efficientnet_lite0", pretrained=True), SPECS["efficientnet_lite0"]
     probe_config = BalanceConfig(data="", rare=())
 
@@ -70,6 +73,7 @@ def second_judge(checkpoint, per_class: list[int]):
         kept = sample_accepted(generator, checkpoint.attribute_pool, index, n, config, judge=judge,
                                min_confidence=MIN_CONFIDENCE, seed=SEED, max_draws=n * MAX_DRAWS_PER_CELL)
         acceptance[name] = (kept.accepted, kept.drawn)
+        fidelity[name] = 0.0  # a class the judge kept nothing of fails the target
         if kept.accepted:
             with torch.no_grad():
                 predicted = probe(torch.from_numpy(features(kept.crops)[:, 0])).argmax(1).numpy()
@@ -99,6 +103,7 @@ def run() -> str:
             f"{fidelity.get(name, float('nan')):.1%} | {recall.get(name, float('nan')):.1%} |"
         )
     lowest_second = min(fidelity.values()) if fidelity else float("nan")
+    below_second = [name for name, value in fidelity.items() if value < 0.9]
     return "\n".join([
         "## The shipped GAN: what `leukolens generate` writes",
         "",
@@ -114,19 +119,20 @@ def run() -> str:
         "|---|---|---|---|---|---|",
         *rows,
         "",
-        "| measure | no rejection | kept cells | real vs real | target |",
+        "| measure | no rejection | kept cells | real vs real (the kept cells' class mix) | target |",
         "|---|---|---|---|---|",
-        f"| FD, cell-model embedding | {plain['fd_cell_model']:.1f} | {judged['fd_cell_model']:.1f} | "
+        f"| FD, cell-model embedding | {plain['fd_cell_model']:.1f} (real vs real "
+        f"{plain['fd_cell_model_real_reference']:.1f}) | {judged['fd_cell_model']:.1f} | "
         f"{judged['fd_cell_model_real_reference']:.1f} | at most {fd_limit:.1f} (3x): "
         f"{'met' if judged['fd_cell_model'] <= fd_limit else 'missed'} |",
-        f"| FD, ImageNet features | {plain['fd_imagenet']:.1f} | {judged['fd_imagenet']:.1f} | "
-        f"{judged['fd_imagenet_real_reference']:.1f} | |",
+        f"| FD, ImageNet features | {plain['fd_imagenet']:.1f} (real vs real "
+        f"{plain['fd_imagenet_real_reference']:.1f}) | {judged['fd_imagenet']:.1f} | {judged['fd_imagenet_real_reference']:.1f} | |",
         f"| KID, cell-model embedding | {plain['kid_cell_model']:.4f} | {judged['kid_cell_model']:.4f} | "
         f"{judged['kid_cell_model_real_reference']:.4f} | |",
         f"| label fidelity, lowest class (rejecting judge) | {plain['label_fidelity_min']:.1%} | 100% by "
         "construction | | at least 90% |",
         f"| label fidelity, lowest class (second judge) | | {lowest_second:.1%} | | at least 90%: "
-        f"{'met' if lowest_second >= 0.9 else 'missed'} |",
+        f"{'met' if not below_second else 'missed: ' + ', '.join(below_second)} |",
         "",
         "With rejection (`eval gan --min-confidence`):",
         "",

@@ -2,6 +2,7 @@
 are dropped, and windows are sized to whole numbers of detector inputs."""
 
 import numpy as np
+import pytest
 
 from leukolens.models.detector import Detections
 from leukolens.predict.scale import Tile, merge_tiles, scale_from_microns_per_pixel
@@ -68,6 +69,42 @@ def test_a_cut_box_stretched_past_its_cell_yields_to_the_whole_box_crossing_its_
     below = Detections(np.array([[113, 11, 359, 207]], np.float32), np.array([0.72], np.float32), np.array([0]))
     merged = merge_tiles([above, below], [top, bottom], factor=1.0)
     assert len(merged) == 2
+
+
+def test_a_cut_box_that_yielded_to_another_cell_does_not_take_its_own_cell_down():
+    # Two tall cells stacked across the tiles' overlap. B is cut in both tiles: its lower box yields to A (A reaches
+    # 16 px into it across the line), and its upper box must then stay, not yield to the lower one in turn.
+    top, bottom = Tile(0, 0, 512, 512, (False, False, False, True)), Tile(0, 309, 512, 512, (False, True, False, False))
+    upper = Detections(np.array([[150, 150, 307, 340], [150, 318, 307, 512]], np.float32),
+                       np.array([0.8, 0.7], np.float32), np.array([0, 0]))
+    lower = Detections(np.array([[150, 9, 307, 221]], np.float32), np.array([0.7], np.float32), np.array([0]))
+    merged = merge_tiles([upper, lower], [top, bottom], factor=1.0)
+    assert len(merged) == 2 and [150, 150, 307, 340] in merged.boxes.tolist()
+
+
+@pytest.mark.parametrize("turn", range(4))
+def test_the_cut_line_rule_holds_on_every_side(turn):
+    # The stretched cut box of the first test, turned a quarter at a time (512 px tiles: x -> y, y -> 512 - x ...).
+    def rotate(box, k):
+        x0, y0, x1, y1 = box
+        for _ in range(k):
+            x0, y0, x1, y1 = y0, 821 - x1, y1, 821 - x0  # a quarter turn of the 821 px field the two tiles cover
+        return [x0, y0, x1, y1]
+
+    def tile(x, y, k):
+        x0, y0, x1, y1 = rotate([x, y, x + 512, y + 512], k)
+        return x0, y0
+
+    whole, cut = [150, 205, 307, 395], [140, 309, 317, 448]  # field pixels; the cut at the line y = 309
+    tiles, found = [], []
+    for origin, box in (((0, 0), whole), ((0, 309), cut)):
+        x, y = tile(*origin, turn)
+        inner = [x > 0, y > 0, x + 512 < 821, y + 512 < 821]
+        tiles.append(Tile(x, y, 512, 512, tuple(inner)))
+        local = np.array(rotate(box, turn), np.float32) - [x, y, x, y]
+        found.append(Detections(local[None], np.array([0.55 if box is whole else 0.46], np.float32), np.array([0])))
+    merged = merge_tiles(found, tiles, factor=1.0)
+    assert merged.boxes.tolist() == [rotate(whole, turn)]
 
 
 def test_a_cell_wider_than_the_tiles_overlap_keeps_its_largest_box():

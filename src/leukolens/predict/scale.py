@@ -386,7 +386,9 @@ def class_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, iou:
     return order[~suppressed]
 
 
-def _spans_cut(box: np.ndarray, others: np.ndarray, side: int, line: float, *, covered: float, edge: float):
+def _spans_cut(
+    box: np.ndarray, others: np.ndarray, side: int, line: float, *, covered: float, edge: float
+) -> np.ndarray:
     """Which of ``others`` see the cell ``box`` is a cut part of: ``box`` is cut at ``line`` on ``side`` (0 left,
     1 top, 2 right, 3 bottom: the cell goes on past it); such a box reaches ``edge`` past the line, ``edge`` into
     ``box`` from its cut side (a cell that merely ends at the line, beside a cell that begins there, does not), and
@@ -445,10 +447,12 @@ def merge_tiles(
     cut = sides.any(axis=1)
     keep = np.ones(len(scores), bool)
     areas = _area(boxes)
-    for i in np.flatnonzero(cut):
+    # Largest cut boxes first, each yielding only to a box still kept: a box that yielded (to another cell, say)
+    # cannot take a smaller cut box of its own cell down with it.
+    for i in sorted(np.flatnonzero(cut), key=lambda k: -areas[k]):
         # A cut box yields to a box of its class that sees more of the cell: one no tile cuts, or a larger one (a
         # cell wider than the tiles' overlap is near a tile side in every tile that holds it).
-        others = np.flatnonzero((~cut | (areas > areas[i])) & (labels == labels[i]))
+        others = np.flatnonzero((~cut | (areas > areas[i])) & (labels == labels[i]) & keep)
         others = others[(others != i) & (scores[others] >= scores[i] / 2)]
         if len(others):
             share = _intersection(boxes[i : i + 1], boxes[others])[0] / max(float(areas[i]), 1e-9)

@@ -36,7 +36,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -289,6 +289,8 @@ def run_balance(
         raise LeukolensError(f"mode must be probe or finetune, got {config.mode!r}")
     if not config.rare:
         raise LeukolensError("name the rare classes (--rare)")
+    if not 0 <= config.judge_confidence <= 1:
+        raise LeukolensError(f"--judge-confidence must be between 0 and 1, got {config.judge_confidence}")
     if config.threads:
         torch.set_num_threads(config.threads)
     arms = [ARM_SPECS[a] for a in config.arms]
@@ -356,8 +358,9 @@ def run_balance(
         if any(a.generated and not a.judged for a in arms):
             crops, labels = _generate(generator_checkpoint, extra, seed, config)
             generated[False] = (crops, labels, features(crops, views) if probe else None)
-        if judge_features is not None:
-            judge = train_probe(judge_features, train_labels, ARM_SPECS["class-weighted"], len(classes), config, seed)
+        if judge_features is not None:  # the probe's own epochs and rate, whatever the arms train with
+            judge = train_probe(judge_features, train_labels, ARM_SPECS["class-weighted"], len(classes),
+                                replace(config, mode="probe", epochs=0, lr=0.0), seed)
             crops, labels, acceptance[seed] = _generate_judged(
                 generator_checkpoint, extra, seed, config, judge=judge, features=lambda c: features(c)[:, 0],
                 classes=classes,
@@ -463,21 +466,25 @@ def _generate_judged(checkpoint, extra: dict[int, int], seed: int, config: Balan
     for index, n in extra.items():
         if n <= 0:
             continue
-        kept, drawn, round_index = [], 0, 0
-        while sum(len(k) for k in kept) < n and drawn < n * JUDGE_DRAWS_PER_CELL:
-            count = min(max(2 * (n - sum(len(k) for k in kept)), 64), n * JUDGE_DRAWS_PER_CELL - drawn)
-            round_seed = 10_000 * seed + 1_000 * (round_index + 1) + index  # not the unjudged arms' seeds
+        kept, accepted, drawn, round_index = [], 0, 0, 0
+        while accepted < n and drawn < n * JUDGE_DRAWS_PER_CELL:
+            count = min(max(2 * (n - accepted), 64), n * JUDGE_DRAWS_PER_CELL - drawn)
+            # A seed sequence of its own: no round of one seed meets another seed's cells, judged or not.
+            condition_seed, latent_seed = np.random.SeedSequence([seed, index, round_index, 1]).generate_state(2)
             condition, codes = conditions_for(checkpoint.attribute_pool, index, count, checkpoint.config,
-                                              seed=round_seed)
-            batch = sample_images(generator, condition, codes, seed=round_seed + 100,
+                                              seed=int(condition_seed))
+            batch = sample_images(generator, condition, codes, seed=int(latent_seed),
                                   truncation=config.truncation).numpy()
             with torch.no_grad():
                 probabilities = judge(torch.from_numpy(features(batch))).softmax(-1).numpy()
-            accepted = (probabilities.argmax(1) == index) & (probabilities[:, index] >= config.judge_confidence)
-            kept.append(batch[accepted])
-            drawn += count
+            passed = np.flatnonzero((probabilities.argmax(1) == index)
+                                    & (probabilities[:, index] >= config.judge_confidence))[: n - accepted]
+            kept.append(batch[passed])
+            accepted += len(passed)
+            # drawn as `eval gan` counts it: up to the last cell needed, the rest of the round not looked at
+            drawn += int(passed[-1]) + 1 if accepted == n else count
             round_index += 1
-        cells = np.concatenate(kept)[:n]
+        cells = np.concatenate(kept)
         acceptance[classes[index]] = {"accepted": int(len(cells)), "drawn": int(drawn)}
         crops.append(cells)
         labels.append(np.full(len(cells), index, np.int64))
