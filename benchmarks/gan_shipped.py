@@ -126,7 +126,8 @@ def run() -> str:
         f"{judged['fd_cell_model_real_reference']:.1f} | at most {fd_limit:.1f} (3x): "
         f"{'met' if judged['fd_cell_model'] <= fd_limit else 'missed'} |",
         f"| FD, ImageNet features | {plain['fd_imagenet']:.1f} (real vs real "
-        f"{plain['fd_imagenet_real_reference']:.1f}) | {judged['fd_imagenet']:.1f} | {judged['fd_imagenet_real_reference']:.1f} | |",
+        f"{plain['fd_imagenet_real_reference']:.1f}) | {judged['fd_imagenet']:.1f} | "
+        f"{judged['fd_imagenet_real_reference']:.1f} | |",
         f"| KID, cell-model embedding | {plain['kid_cell_model']:.4f} | {judged['kid_cell_model']:.4f} | "
         f"{judged['kid_cell_model_real_reference']:.4f} | |",
         f"| label fidelity, lowest class (rejecting judge) | {plain['label_fidelity_min']:.1%} | 100% by "
