@@ -128,3 +128,25 @@ def test_confidence_out_of_range_is_refused(models, tmp_path):
     gan, cells = models
     with pytest.raises(LeukolensError, match="between 0 and 1"):
         generate_cells(gan, tmp_path, n=1, judge=load_judge(cells, CLASSES), min_confidence=1.5)
+
+
+def test_the_shipped_generator_writes_basophils_out_of_the_box(tmp_path, capsys):
+    # `leukolens generate` with no --checkpoint: the generator that ships with the package, judged by the shipped
+    # cell model; every file says it is synthetic.
+    out = tmp_path / "basophils"
+    assert main(["generate", "--class", "Basophil", "--n", "6", "--out", str(out), "--min-confidence", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "Basophil" in printed and "drawn" in printed
+    files = sorted((out / "Basophil").glob("gan_basophil_*.png"))
+    assert 1 <= len(files) <= 6
+    judge = load_judge(None, load_gan(_shipped_gan()).config.classes)
+    with Image.open(files[0]) as image:
+        assert image.text["Source"] == SYNTHETIC_SOURCE and image.text["Class"] == "Basophil"
+        crops = np.asarray(image.convert("RGB"))[None]
+    assert judge.class_probabilities(crops).argmax(1)[0] == judge.classes.index("Basophil")
+
+
+def _shipped_gan():
+    from leukolens.models.weights import shipped
+
+    return shipped("gan")
