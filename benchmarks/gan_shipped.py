@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.gan import SHARED
-from leukolens.eval.gan import evaluate_gan, format_report, load_judge, sample_accepted
-from leukolens.models.gan_checkpoint import load_gan
+from leukolens.eval.gan import evaluate_gan, format_report, load_judge
+from leukolens.models.gan_checkpoint import MAX_DRAWS_PER_CELL, load_gan, sample_accepted
 from leukolens.models.weights import shipped
 
 MIN_CONFIDENCE = 0.5
-MAX_DRAWS_PER_CELL = 50
 SEED = 0
 
 

@@ -10,11 +10,11 @@ from PIL import Image
 
 from leukolens.cli import main
 from leukolens.errors import LeukolensError
-from leukolens.eval.gan import load_judge, sample_accepted
+from leukolens.eval.gan import load_judge
 from leukolens.models.cellnet import AttributeSpec
 from leukolens.models.checkpoint import save_checkpoint
 from leukolens.models.gan import GanConfig, GanModels
-from leukolens.models.gan_checkpoint import GanCheckpoint, load_gan, save_gan
+from leukolens.models.gan_checkpoint import GanCheckpoint, load_gan, sample_accepted, save_gan
 from leukolens.predict.generate import SYNTHETIC_SOURCE, generate_cells
 from tests.conftest import decisive_cell_checkpoint
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from leukolens.cli.common import config_from_args, config_options, json_argument, print_report, progress
-from leukolens.eval.gan import MAX_DRAWS_PER_CELL
+from leukolens.models.gan_checkpoint import MAX_DRAWS_PER_CELL
 from leukolens.train.balance import BalanceConfig
 from leukolens.train.gan import TrainGanConfig
 
@@ -34,17 +34,14 @@ def _default_gan() -> Path:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from leukolens.eval.gan import load_judge
-    from leukolens.models.gan_checkpoint import load_gan
     from leukolens.predict.generate import ATTRIBUTES_CSV, generate_cells
 
     gan = args.checkpoint or _default_gan()
-    judge = load_judge(args.judge, load_gan(gan).config.classes) if args.min_confidence > 0 else None
     if args.judge and args.min_confidence <= 0:
         print("--judge is used only with --min-confidence above 0: every cell drawn is written")
     written = generate_cells(
         gan, args.out, classes=args.classes or (), n=args.n, seed=args.seed, truncation=args.truncation,
-        judge=judge, min_confidence=args.min_confidence, max_draws_per_cell=args.max_draws_per_cell,
+        judge=args.judge, min_confidence=args.min_confidence, max_draws_per_cell=args.max_draws_per_cell,
     )
     print(", ".join(r.summary() for r in written.values()) + f" cells written to {args.out}")
     for r in written.values():

@@ -13,16 +13,16 @@
   cell's distance to its nearest training cell. A ratio of medians well below 1 means the GAN copies training cells.
 - A gallery PNG per class: generated cells, and the nearest training cell of each cell in the last generated row.
 
-Rejection by the judge (:func:`sample_accepted`): generated cells are kept only when the cell model (the
-:class:`Judge`) reads them as the class asked for, with at least a given probability. ``evaluate_gan(min_confidence=)``
-measures the kept cells; their label fidelity is then the judge agreeing with itself, a filter and not a check.
+Rejection by the judge (:func:`~leukolens.models.gan_checkpoint.sample_accepted`): generated cells are kept only when
+the cell model (the :class:`Judge`) reads them as the class asked for, with at least a given probability.
+``evaluate_gan(min_confidence=)`` measures the kept cells; their label fidelity is then the judge agreeing with itself,
+a filter and not a check.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +34,11 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.nn import functional as F
 
 from leukolens.io.common import LeukolensError, atomic_write_bytes
+from leukolens.models.gan_checkpoint import MAX_DRAWS_PER_CELL, sample_accepted
 
 if TYPE_CHECKING:
     from leukolens.eval.cells import CellPredictions
     from leukolens.models.cellnet import CellNet
-    from leukolens.models.gan import GanConfig, Generator
 
 
 # ------------------------------------------------------------------------------------------------------ distances
@@ -186,97 +186,6 @@ def load_judge(cells_checkpoint: str | Path | None, classes: Sequence[str]) -> J
                  tuple(checkpoint.std), tuple(checkpoint.config.classes), path)
 
 
-@dataclass
-class AcceptedCells:
-    """Generated cells of one class that the judge accepted, and how many were drawn to get them."""
-
-    crops: np.ndarray  # [accepted, size, size, 3] uint8
-    labels: np.ndarray  # [accepted]
-    codes: np.ndarray | None  # [accepted, attributes], None for a GAN without attributes
-    probabilities: np.ndarray  # [accepted]: the judge's probability of the class asked for
-    drawn: int  # cells drawn up to and including the last one accepted
-    accepted: int
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.accepted / self.drawn if self.drawn else 0.0
-
-
-MAX_DRAWS_PER_CELL = 50  # default: a class stops after this many draws per cell wanted
-ROUND_LIMIT = 512  # most cells drawn in one round: bounds memory when the judge's input is large
-
-
-def round_seeds(seed: int, class_index: int, round_index: int) -> tuple[int, int]:
-    """Seeds for one round's conditions and latents, derived from ``seed`` so that a run is reproducible."""
-    conditions, latents = np.random.SeedSequence([seed % 2**63, class_index, round_index]).generate_state(2)
-    return int(conditions), int(latents)
-
-
-def sample_accepted(
-    generator: Generator,
-    attribute_pool: list[dict],
-    class_index: int,
-    n: int,
-    config: GanConfig,
-    *,
-    judge: Judge,
-    min_confidence: float,
-    seed: int = 0,
-    max_draws: int,
-    truncation: float = 0.0,
-) -> AcceptedCells:
-    """Up to ``n`` generated cells of one class that the judge assigns to that class (its most probable class) with
-    probability at least ``min_confidence``, drawn in rounds until ``n`` are accepted or ``max_draws`` are drawn.
-
-    Each round's conditions and latents come from seeds derived from ``seed``, the class and the round, and the
-    round sizes only from what was accepted before, so the same arguments give the same cells. ``drawn`` counts the
-    cells up to the ``n``-th accepted one (the rest of the last round is not looked at), so ``accepted / drawn`` is
-    the acceptance rate.
-
-    Raises:
-        LeukolensError: ``min_confidence`` outside 0..1 or ``max_draws`` below 1.
-    """
-    from leukolens.models.gan import sample_images
-    from leukolens.models.gan_checkpoint import conditions_for
-
-    if not 0 <= min_confidence <= 1:
-        raise LeukolensError(f"the minimum confidence must be between 0 and 1, got {min_confidence}")
-    if max_draws < 1:
-        raise LeukolensError(f"the most cells to draw must be at least 1, got {max_draws}")
-    size = config.image_size
-    crops, labels, codes, probabilities = [], [], [], []
-    drawn = accepted = round_index = 0
-    while accepted < n and drawn < max_draws:
-        needed = n - accepted
-        # The first round draws what is needed; later ones what the rate so far says is needed, with a fifth more;
-        # at least 32, so that a low rate does not mean many small rounds.
-        wanted = needed if drawn == 0 else math.ceil(needed * drawn / max(accepted, 1) * 1.2)
-        count = min(max(wanted, 32), ROUND_LIMIT, max_draws - drawn)
-        condition_seed, latent_seed = round_seeds(seed, class_index, round_index)
-        round_labels, round_codes = conditions_for(attribute_pool, class_index, count, config, seed=condition_seed)
-        images = sample_images(generator, round_labels, round_codes, seed=latent_seed, truncation=truncation).numpy()
-        probability = judge.class_probabilities(images)  # [count, classes]
-        confident = probability[:, class_index] >= min_confidence
-        passed = np.flatnonzero((probability.argmax(1) == class_index) & confident)
-        if len(passed) >= needed:
-            passed = passed[:needed]
-            drawn += int(passed[-1]) + 1
-        else:
-            drawn += count
-        accepted += len(passed)
-        crops.append(images[passed])
-        labels.append(round_labels.numpy()[passed])
-        if round_codes is not None:
-            codes.append(round_codes.numpy()[passed])
-        probabilities.append(probability[passed, class_index])
-        round_index += 1
-    if not crops:  # n < 1: nothing drawn
-        crops, labels, probabilities = [np.zeros((0, size, size, 3), np.uint8)], [np.zeros(0, np.int64)], [np.zeros(0)]
-        codes = [np.zeros((0, len(config.attributes)), np.int64)] if config.attributes else []
-    return AcceptedCells(np.concatenate(crops), np.concatenate(labels), np.concatenate(codes) if codes else None,
-                         np.concatenate(probabilities), drawn, accepted)
-
-
 # ------------------------------------------------------------------------------------------------------ pictures
 def _font(size: int):
     try:
@@ -343,8 +252,9 @@ def evaluate_gan(
         out: folder for ``gan-eval.json`` and one ``gallery-<class>.png`` per class (None: write nothing).
         feature_size: input size of the ImageNet backbone for FD, KID and memorisation (crops up-sampled).
         min_confidence: above 0, generated cells are kept only when the judge assigns them to their class with at
-            least this probability (:func:`sample_accepted`), and every number is of the kept cells; the report
-            adds each class's draws and acceptance rate. Label fidelity is then the judge agreeing with itself.
+            least this probability (:func:`~leukolens.models.gan_checkpoint.sample_accepted`), and every number is
+            of the kept cells; the report adds each class's draws and acceptance rate. Label fidelity is then the
+            judge agreeing with itself.
         max_draws_per_cell: with ``min_confidence``, a class stops after this many draws per cell wanted.
 
     Raises:

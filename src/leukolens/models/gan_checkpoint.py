@@ -10,9 +10,10 @@ saved and loaded by :mod:`leukolens.models.checkpoint` (kinds ``gan`` and ``gan-
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ import torch
 from leukolens.data.cells import CropConfig
 from leukolens.io.common import LeukolensError
 from leukolens.models.checkpoint import envelope_sections, load_checkpoint, save_checkpoint, with_weights
-from leukolens.models.gan import UNKNOWN_CODE, GanConfig, GanModels, Generator
+from leukolens.models.gan import UNKNOWN_CODE, GanConfig, GanModels, Generator, sample_images
 from leukolens.models.preprocess import Preprocess
 
 
@@ -115,6 +116,103 @@ def conditions_for(
     counts = np.asarray(entry["counts"], dtype=float)
     chosen = rng.choice(len(counts), size=n, p=counts / counts.sum())
     return labels, torch.tensor(np.asarray(entry["codes"])[chosen], dtype=torch.long).view(n, -1)
+
+
+# ------------------------------------------------------------------------------------------------------ judged
+class CellJudge(Protocol):
+    """What reads generated cells for :func:`sample_accepted`: the cell model (``eval.gan.Judge``) or a probe."""
+
+    def class_probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[n, classes]`` of ``uint8`` crops ``[n, s, s, 3]``."""
+
+
+@dataclass
+class AcceptedCells:
+    """Generated cells of one class that the judge accepted, and how many were drawn to get them."""
+
+    crops: np.ndarray  # [accepted, size, size, 3] uint8
+    labels: np.ndarray  # [accepted]
+    codes: np.ndarray | None  # [accepted, attributes], None for a GAN without attributes
+    probabilities: np.ndarray  # [accepted]: the judge's probability of the class asked for
+    drawn: int  # cells drawn up to and including the last one accepted
+    accepted: int
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drawn if self.drawn else 0.0
+
+
+MAX_DRAWS_PER_CELL = 50  # default: a class stops after this many draws per cell wanted
+ROUND_LIMIT = 512  # most cells drawn in one round: bounds memory when the judge's input is large
+
+
+def round_seeds(seed: int, class_index: int, round_index: int) -> tuple[int, int]:
+    """Seeds for one round's conditions and latents, derived from ``seed`` so that a run is reproducible."""
+    conditions, latents = np.random.SeedSequence([seed % 2**63, class_index, round_index]).generate_state(2)
+    return int(conditions), int(latents)
+
+
+def sample_accepted(
+    generator: Generator,
+    attribute_pool: list[dict],
+    class_index: int,
+    n: int,
+    config: GanConfig,
+    *,
+    judge: CellJudge,
+    min_confidence: float,
+    seed: int = 0,
+    max_draws: int,
+    truncation: float = 0.0,
+) -> AcceptedCells:
+    """Up to ``n`` generated cells of one class that the judge assigns to that class (its most probable class) with
+    probability at least ``min_confidence``, drawn in rounds until ``n`` are accepted or ``max_draws`` are drawn.
+
+    Each round's conditions and latents come from seeds derived from ``seed``, the class and the round, and the
+    round sizes only from what was accepted before, so the same arguments give the same cells. ``drawn`` counts the
+    cells up to the ``n``-th accepted one (the rest of the last round is not looked at), so ``accepted / drawn`` is
+    the acceptance rate.
+
+    Raises:
+        LeukolensError: ``min_confidence`` outside 0..1 or ``max_draws`` below 1.
+    """
+    if not 0 <= min_confidence <= 1:
+        raise LeukolensError(f"the minimum confidence must be between 0 and 1, got {min_confidence}")
+    if max_draws < 1:
+        raise LeukolensError(f"the most cells to draw must be at least 1, got {max_draws}")
+    size = config.image_size
+    crops, labels, codes, probabilities = [], [], [], []
+    drawn = accepted = round_index = 0
+    while accepted < n and drawn < max_draws:
+        needed = n - accepted
+        # The first round draws what is needed; later ones what the rate so far says is needed, with a fifth more;
+        # at least 32, so that a low rate does not mean many small rounds.
+        wanted = needed if drawn == 0 else math.ceil(needed * drawn / max(accepted, 1) * 1.2)
+        count = min(max(wanted, 32), ROUND_LIMIT, max_draws - drawn)
+        condition_seed, latent_seed = round_seeds(seed, class_index, round_index)
+        round_labels, round_codes = conditions_for(attribute_pool, class_index, count, config, seed=condition_seed)
+        images = sample_images(generator, round_labels, round_codes, seed=latent_seed, truncation=truncation).numpy()
+        probability = judge.class_probabilities(images)  # [count, classes]
+        confident = probability[:, class_index] >= min_confidence
+        passed = np.flatnonzero((probability.argmax(1) == class_index) & confident)
+        if len(passed) >= needed:
+            passed = passed[:needed]
+            drawn += int(passed[-1]) + 1
+        else:
+            drawn += count
+        accepted += len(passed)
+        crops.append(images[passed])
+        labels.append(round_labels.numpy()[passed])
+        if round_codes is not None:
+            codes.append(round_codes.numpy()[passed])
+        probabilities.append(probability[passed, class_index])
+        round_index += 1
+    if not crops:  # n < 1: nothing drawn
+        crops, labels, probabilities = [np.zeros((0, size, size, 3), np.uint8)], [np.zeros(0, np.int64)], [np.zeros(0)]
+        codes = [np.zeros((0, len(config.attributes)), np.int64)] if config.attributes else []
+    return AcceptedCells(np.concatenate(crops), np.concatenate(labels), np.concatenate(codes) if codes else None,
+                         np.concatenate(probabilities), drawn, accepted)
+
 
 
 def save_gan(checkpoint: GanCheckpoint, path: str | Path) -> Path:

@@ -10,9 +10,10 @@ ways:
 - ``gan``: GAN-generated cells added to the rare classes until each reaches the median class size, drawn uniformly;
 - ``oversampling+gan``: both;
 - ``gan-judged`` and ``class-weighted+gan-judged``: generated cells kept only when a judge reads them as the class
-  asked for, with probability at least ``judge_confidence``, drawn until the rare class is full or 50 cells were drawn
-  for each one wanted. The judge must not have seen the dropped cells, so it is the protocol's own: the
-  class-weighted linear probe on the reduced real training set, trained with the run's seed.
+  asked for, with probability at least ``judge_confidence``, drawn as ``leukolens generate`` draws them (until the
+  rare class is full or 50 cells were drawn for each one wanted). The judge must not have seen the dropped cells, so
+  it is the protocol's own: the class-weighted linear probe on the reduced real training set, trained with the run's
+  seed.
 
 Each arm runs with several seeds (initialisation, order, and which GAN cells are drawn) and is scored on the full
 test split: balanced accuracy, macro-F1, the recall of each rare class and their mean. Real and generated cells are
@@ -54,7 +55,6 @@ from leukolens.io.common import LeukolensError
 from leukolens.models.backbones import SPECS, build_backbone
 
 ARMS = ("none", "class-weighted", "oversampling", "gan", "oversampling+gan", "gan-judged", "class-weighted+gan-judged")
-JUDGE_DRAWS_PER_CELL = 50
 
 
 @dataclass(frozen=True)
@@ -359,12 +359,11 @@ def run_balance(
             crops, labels = _generate(generator_checkpoint, extra, seed, config)
             generated[False] = (crops, labels, features(crops, views) if probe else None)
         if judge_features is not None:  # the probe's own epochs and rate, whatever the arms train with
-            judge = train_probe(judge_features, train_labels, ARM_SPECS["class-weighted"], len(classes),
-                                replace(config, mode="probe", epochs=0, lr=0.0), seed)
-            crops, labels, acceptance[seed] = _generate_judged(
-                generator_checkpoint, extra, seed, config, judge=judge, features=lambda c: features(c)[:, 0],
-                classes=classes,
-            )
+            probe_judge = train_probe(judge_features, train_labels, ARM_SPECS["class-weighted"], len(classes),
+                                      replace(config, mode="probe", epochs=0, lr=0.0), seed)
+            judge = _ProbeJudge(probe_judge, lambda c: features(c)[:, 0])
+            crops, labels, acceptance[seed] = _generate_judged(generator_checkpoint, extra, seed, config, judge=judge,
+                                                               classes=classes)
             generated[True] = (crops, labels, features(crops, views) if probe else None)
             log(f"judged cells, seed {seed}: " + ", ".join(
                 f"{name} {a['accepted']} of {a['drawn']} drawn" for name, a in acceptance[seed].items()))
@@ -453,41 +452,38 @@ def _generate(checkpoint, extra: dict[int, int], seed: int, config: BalanceConfi
     return np.concatenate(crops), np.concatenate(labels)
 
 
-def _generate_judged(checkpoint, extra: dict[int, int], seed: int, config: BalanceConfig, *, judge: nn.Module,
-                     features: Callable[[np.ndarray], np.ndarray], classes: tuple[str, ...]):
-    """Generated cells of each rare class that ``judge`` (a probe on ``features``) reads as that class with
-    probability at least ``config.judge_confidence``: (crops, labels, per class accepted and drawn). A class
-    stops at its count or after :data:`JUDGE_DRAWS_PER_CELL` draws per cell wanted."""
-    from leukolens.models.gan import sample_images
-    from leukolens.models.gan_checkpoint import conditions_for
+@dataclass
+class _ProbeJudge:
+    """The protocol's judge for :func:`~leukolens.models.gan_checkpoint.sample_accepted`: a linear probe on the
+    frozen backbone's features of the crops."""
+
+    probe: nn.Module
+    features: Callable[[np.ndarray], np.ndarray]  # uint8 crops [n, s, s, 3] -> [n, d]
+
+    def class_probabilities(self, crops: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.probe(torch.from_numpy(self.features(crops))).softmax(-1).numpy()
+
+
+def _generate_judged(checkpoint, extra: dict[int, int], seed: int, config: BalanceConfig, *, judge: _ProbeJudge,
+                     classes: tuple[str, ...]):
+    """Generated cells of each rare class that ``judge`` reads as that class with probability at least
+    ``config.judge_confidence``, drawn as ``leukolens generate`` draws them: (crops, labels, per class accepted and
+    drawn). A class stops at its count or after :data:`~leukolens.models.gan_checkpoint.MAX_DRAWS_PER_CELL` draws
+    per cell wanted."""
+    from leukolens.models.gan_checkpoint import MAX_DRAWS_PER_CELL, sample_accepted
 
     generator = checkpoint.build()
     crops, labels, acceptance = [], [], {}
     for index, n in extra.items():
         if n <= 0:
             continue
-        kept, accepted, drawn, round_index = [], 0, 0, 0
-        while accepted < n and drawn < n * JUDGE_DRAWS_PER_CELL:
-            count = min(max(2 * (n - accepted), 64), n * JUDGE_DRAWS_PER_CELL - drawn)
-            # A seed sequence of its own: no round of one seed meets another seed's cells, judged or not.
-            condition_seed, latent_seed = np.random.SeedSequence([seed, index, round_index, 1]).generate_state(2)
-            condition, codes = conditions_for(checkpoint.attribute_pool, index, count, checkpoint.config,
-                                              seed=int(condition_seed))
-            batch = sample_images(generator, condition, codes, seed=int(latent_seed),
-                                  truncation=config.truncation).numpy()
-            with torch.no_grad():
-                probabilities = judge(torch.from_numpy(features(batch))).softmax(-1).numpy()
-            passed = np.flatnonzero((probabilities.argmax(1) == index)
-                                    & (probabilities[:, index] >= config.judge_confidence))[: n - accepted]
-            kept.append(batch[passed])
-            accepted += len(passed)
-            # drawn as `eval gan` counts it: up to the last cell needed, the rest of the round not looked at
-            drawn += int(passed[-1]) + 1 if accepted == n else count
-            round_index += 1
-        cells = np.concatenate(kept)
-        acceptance[classes[index]] = {"accepted": int(len(cells)), "drawn": int(drawn)}
-        crops.append(cells)
-        labels.append(np.full(len(cells), index, np.int64))
+        kept = sample_accepted(generator, checkpoint.attribute_pool, index, n, checkpoint.config, judge=judge,
+                               min_confidence=config.judge_confidence, seed=seed, max_draws=n * MAX_DRAWS_PER_CELL,
+                               truncation=config.truncation)
+        acceptance[classes[index]] = {"accepted": kept.accepted, "drawn": kept.drawn}
+        crops.append(kept.crops)
+        labels.append(kept.labels)
     if not crops:
         size = checkpoint.config.image_size
         return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64), acceptance
