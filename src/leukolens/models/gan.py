@@ -246,12 +246,12 @@ class ProjectedDiscriminator(nn.Module):
     The backbone stays frozen and in eval mode (its batch normalisation keeps ImageNet's statistics, whatever
     ``train()`` is called); gradients still flow through it to the generator."""
 
-    def __init__(self, config: GanConfig, *, pretrained: bool = True):
+    def __init__(self, config: GanConfig):
         super().__init__()
         from leukolens.models.backbones import SPECS, build_backbone
 
         self.config = config
-        self.backbone = build_backbone("efficientnet_lite0", pretrained=pretrained).model
+        self.backbone = build_backbone("efficientnet_lite0", pretrained=True).model
         for parameter in self.backbone.parameters():
             parameter.requires_grad_(False)
         self.backbone.eval()

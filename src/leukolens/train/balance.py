@@ -331,16 +331,7 @@ def run_balance(
         backbone = build_backbone(config.backbone, pretrained=True)
     backbone = backbone.to(memory_format=torch.channels_last)
     probe = config.mode == "probe"
-    if probe:
-        views = max(1, min(8, config.views))
-        train_features = np.stack(
-            [crop_features(backbone, dihedral(train_crops, v), input_size=config.input_size, mean=spec.mean,
-                           std=spec.std) for v in range(views)],
-            axis=1,
-        )  # [cells, views, d]
-        test_features = crop_features(backbone, test_crops, input_size=config.input_size, mean=spec.mean,
-                                      std=spec.std)
-        log(f"features cached in {time.time() - started:.0f} s")
+    views = max(1, min(8, config.views))
 
     def features(crops: np.ndarray, views: int = 1) -> np.ndarray:  # [cells, views, d]
         if not len(crops):  # a judge that accepted nothing (only in probe mode are these features asked for)
@@ -348,9 +339,14 @@ def run_balance(
         return np.stack([crop_features(backbone, dihedral(crops, v), input_size=config.input_size, mean=spec.mean,
                                        std=spec.std) for v in range(views)], axis=1)
 
+    if probe:
+        train_features = features(train_crops, views)
+        test_features = features(test_crops)[:, 0]
+        log(f"features cached in {time.time() - started:.0f} s")
+
     judge_features = None
     if any(a.judged for a in arms):
-        judge_features = train_features if probe else features(train_crops, max(1, min(8, config.views)))
+        judge_features = train_features if probe else features(train_crops, views)
     runs: dict[str, list[dict]] = {a.name: [] for a in arms}
     acceptance: dict[int, dict] = {}
     for seed in config.seeds:
