@@ -343,3 +343,35 @@ def test_a_sample_with_enough_white_cells_is_interpreted_from_the_cells_written(
     assert {name: row["count"] for name, row in reading["differential"].items() if row["count"]} == written
     assert reading["blasts"]["assessed"] is False and "Blast" not in reading["differential"]
     assert {name: row["count"] for name, row in summary["differential"].items()} == written  # unchanged beside it
+
+
+def test_the_blast_percent_is_adjusted_with_the_rates_the_cell_checkpoint_stores(tmp_path, tiny_detector):
+    from leukolens.analyze import FieldModels, ModelSpec
+    from leukolens.models.blast import BLAST_MORPHOLOGY, BlastCallRates, BlastScorer
+    from leukolens.sample.interpret import rogan_gladen
+
+    rng = np.random.default_rng(0)  # a scorer on the prototype margin alone, between random directions: some called
+    rates = BlastCallRates(9, 10, 10, 100)
+    scorer = BlastScorer(
+        morphology=BLAST_MORPHOLOGY, examples=rng.normal(size=(30, 1280)).astype(np.float32),
+        example_sources=("blast.png",) * 30, normals=rng.normal(size=(30, 1280)).astype(np.float32),
+        scores=("prototype",), mean=np.zeros(1), spread=np.ones(1), weights=np.ones(1), bias=0.0, threshold=0.5,
+        k_examples=3, k_normals=3, call_rates=rates)
+    checkpoint = tiny_cell_checkpoint()
+    checkpoint.blast = scorer.as_dict()
+    cells = save_checkpoint(checkpoint, tmp_path / "cells-with-blast.pt")
+    folder = _sample_folder(tmp_path)
+    shutil.copy(sample_path("bccd") / "BCCD" / "JPEGImages" / "BloodImage_00021.jpg", folder)
+    summary = analyze([folder], out=tmp_path / "out", detector=tiny_detector, cells=cells, overlays=False,
+                      log=lambda _: None)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+    assert validate(summary, "summary") == []
+    blasts = summary["interpretation"]["blasts"]
+    assert 0 < blasts["count"] < blasts["total"] == 144
+    assert blasts["percent_counted"] == round(100 * blasts["count"] / 144, 1)
+    assert blasts["percent"] == round(100 * rogan_gladen(blasts["count"] / 144, 0.9, 0.1), 1)
+    assert blasts["adjustment"]["blasts_called"] == 9 and blasts["adjustment"]["false_positive_rate"] == 0.1
+    # a cluster reads the cells on its workers: the rates come from the checkpoint file
+    spec = ModelSpec(detector=tiny_detector, cells=cells)
+    assert FieldModels(detector=None, reader=None).blast_call_rates(spec) == rates
+    assert FieldModels(detector=None, reader=None).blast_call_rates(ModelSpec(tiny_detector, None)) is None

@@ -65,6 +65,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
+from leukolens.models.blast import BlastCallRates
+from leukolens.models.checkpoint import load_checkpoint
 from leukolens.models.clip import file_sha256
 from leukolens.predict import weights
 from leukolens.predict.cells import CellReader
@@ -164,6 +166,14 @@ class FieldModels:
     @property
     def white(self) -> tuple[str, ...]:
         return tuple(c for c in self.detector.classes if c not in NOT_WHITE)
+
+    def blast_call_rates(self, spec: ModelSpec) -> BlastCallRates | None:
+        """The blast call's error rates the sample's blast % is adjusted with: the loaded reader's (None with a
+        lab's blast examples added), else, when the cell model runs only on a cluster's workers, its checkpoint's."""
+        if self.reader is not None:
+            return self.reader.blast_call_rates
+        blast = load_checkpoint(spec.cells).blast if spec.cells is not None else None
+        return BlastCallRates.from_dict(blast["call_rates"]) if blast and blast.get("call_rates") else None
 
     @property
     def palette(self) -> Vocabulary:
@@ -573,12 +583,13 @@ def analyze(
         order = {job.stem: i for i, job in enumerate(jobs)}
         results.sort(key=lambda r: order[r.stem])
         return _summarise(results, settings, notes=summary_notes, seconds=time.perf_counter() - started,
-                          fields=len(paths), report=report, log=log)
+                          fields=len(paths), report=report, log=log, blast_call=models.blast_call_rates(spec))
 
 
 def _summarise(results: list[FieldResult], settings: FieldSettings, *, notes: list[str], seconds: float, fields: int,
-               report: bool, log: Callable[[str], None]) -> dict:
-    """The sample's summary and report from its fields' documents (analysed now or resumed), written last."""
+               report: bool, log: Callable[[str], None], blast_call: BlastCallRates | None = None) -> dict:
+    """The sample's summary and report from its fields' documents (analysed now or resumed), written last;
+    ``blast_call``: the blast call's error rates the blast % is adjusted with."""
     out = settings.out
     skipped = [{"image": str(r.path), "reason": r.reason} for r in results if r.document is None]
     for r in results:
@@ -588,7 +599,7 @@ def _summarise(results: list[FieldResult], settings: FieldSettings, *, notes: li
     read = [(stem, field_from_json(document)) for stem, document in documents]
     summary = summary_json(
         differential(read), fields_read=len(read), skipped=skipped, notes=notes, detector=settings.detector_info,
-        seconds=seconds, interpretation=interpret(read), resumed=sum(r.resumed for r in results),
+        seconds=seconds, interpretation=interpret(read, blast_call=blast_call), resumed=sum(r.resumed for r in results),
     )
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if not read:

@@ -189,7 +189,8 @@ def analyze_slide(
     results = [(stem, field)]
     summary = summary_json(
         differential(results), fields_read=1, skipped=[], notes=list(notes), detector=detector_info,
-        seconds=time.perf_counter() - started, interpretation=interpret(results),
+        seconds=time.perf_counter() - started,
+        interpretation=interpret(results, blast_call=reader.blast_call_rates if reader else None),
     )
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if report:  # last: a report that fails loses none of the results written above

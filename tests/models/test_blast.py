@@ -1,5 +1,5 @@
-"""The blast scorer: its three scores checked by hand, the non-negative fit, the threshold, and its stored form in a
-cell checkpoint (older checkpoints without one still load)."""
+"""The blast scorer: its three scores checked by hand, the non-negative fit, the threshold, the call's error rates
+measured by the fit, and its stored form in a cell checkpoint (older checkpoints and scorers still load)."""
 
 import dataclasses
 
@@ -12,6 +12,7 @@ from leukolens.errors import LeukolensError
 from leukolens.models.blast import (
     BLAST_MORPHOLOGY,
     RESEMBLES_EXAMPLES,
+    BlastCallRates,
     BlastScorer,
     CellScores,
     example_images,
@@ -86,6 +87,9 @@ def test_a_lab_adds_examples_without_changing_the_fit():
     assert more.example_sources == ("a.png", "b.png", "ours.png")
     assert more.threshold == scorer.threshold and np.array_equal(more.weights, scorer.weights)
     assert scorer.examples.shape == (2, 2)  # the scorer itself is unchanged
+    # the fitted rates were measured with the examples before: a scorer with more has none (no adjusted blast %)
+    measured = _scorer(call_rates=BlastCallRates(9, 10, 5, 100))
+    assert measured.with_examples(np.array([[3.0, 4.0]]), ["ours.png"]).call_rates is None
     with pytest.raises(ValueError, match="2 embeddings but 1 sources"):
         scorer.with_examples(np.ones((2, 2)), ["x"])
 
@@ -135,12 +139,17 @@ def test_fit_separates_blasts_sets_the_threshold_on_validation_and_round_trips(a
     assert scorer.threshold == pytest.approx(np.quantile(probabilities, 0.95))
     assert scorer.fitted["validation_called_blast"] <= 0.05
     assert scorer.fitted["examples_called_blast_left_out"] == 1.0
+    # the call's error rates, with their counts: the examples (left out) and the validation cells over the threshold
+    rates = scorer.call_rates
+    assert (rates.blasts, rates.normals) == (8, 40) and rates.true_positive_rate == 1.0
+    assert rates.normals_called == int(np.sum(probabilities > scorer.threshold)) == 2  # 5% of 40
+    assert rates.false_positive_rate == scorer.fitted["validation_called_blast"] == 0.05
     unseen = _cells(rng, 5, blast_direction, blast=True, atypicality=atypicality)
     unseen_probabilities = scorer.probability(unseen.attribute_probabilities, HEAD_VALUES, unseen.embeddings,
                                               unseen.atypicality)
     assert scorer.suspected(unseen_probabilities).all()
     again = BlastScorer.from_dict(scorer.as_dict())
-    assert again.scores == scorer.scores and again.threshold == scorer.threshold
+    assert again.scores == scorer.scores and again.threshold == scorer.threshold and again.call_rates == rates
     assert again.probability(unseen.attribute_probabilities, HEAD_VALUES, unseen.embeddings, unseen.atypicality) == (
         pytest.approx(unseen_probabilities, abs=1e-3))  # embeddings stored in float16
 
@@ -173,6 +182,20 @@ def test_the_scorer_round_trips_through_a_checkpoint(tmp_path):
     assert np.array_equal(loaded.weights, scorer.weights) and (loaded.k_examples, loaded.k_normals) == (1, 1)
     raw = torch.load(path, weights_only=True)
     assert raw["inference"]["blast"]["examples"].dtype == torch.float16
+
+
+def test_call_rates_round_trip_through_a_checkpoint_and_older_scorers_load_without_them(tmp_path):
+    rates = BlastCallRates(11, 12, 26, 520)
+    assert rates.true_positive_rate == pytest.approx(11 / 12) and rates.false_positive_rate == 0.05
+    path = save_checkpoint(_tiny_checkpoint(blast=_scorer(call_rates=rates).as_dict()), tmp_path / "cells.pt")
+    assert BlastScorer.from_dict(load_checkpoint(path).blast).call_rates == rates
+    older = _scorer().as_dict()
+    del older["call_rates"]  # a scorer fitted before the rates were measured
+    assert BlastScorer.from_dict(older).call_rates is None
+    with pytest.raises(ValueError, match="0..total"):
+        BlastCallRates(13, 12, 0, 10)
+    with pytest.raises(ValueError, match="measured on"):
+        BlastCallRates(0, 0, 0, 10)
 
 
 def test_a_checkpoint_without_a_scorer_loads_and_writes_none(tmp_path):

@@ -1,10 +1,12 @@
 """The sample interpretation on samples built cell by cell with the real records: intervals against known values, each
-rule firing and not firing, the not-enough-cells path, the docs' tables against the code's, the JSON schema."""
+rule firing and not firing, the blast % adjusted for the blast call's error rates, the not-enough-cells path, the
+docs' tables against the code's, the JSON schema."""
 
 from pathlib import Path
 
 import pytest
 
+from leukolens.models.blast import BlastCallRates
 from leukolens.predict.output import validate
 from leukolens.predict.results import AnalyzedField, AttributePrediction, CellPrediction, PredictedCell
 from leukolens.records import Box, BoxFormat
@@ -23,8 +25,10 @@ from leukolens.sample.interpret import (
     RULES,
     SUPPORTED,
     Rule,
+    adjusted_share,
     evaluate,
     markdown_tables,
+    rogan_gladen,
     row_probabilities,
     sort_cells,
 )
@@ -289,6 +293,122 @@ def test_cll_small_mature_lymphocytes_and_smudge_cells():
     reading = interpret(sample({"Neutrophil": 50}, lymphocytes=plain))
     assert reading.suggestion.name == "CLL" and reading.suggestion.status == POSSIBLE
     assert any("smudge cells not assessed" in c.reason for c in reading.contradictions)
+
+
+# ---------------------------------------------------------------------------------------------------- adjusted blast %
+RATES = BlastCallRates(45, 50, 25, 500)  # TPR 0.90, FPR 0.05
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.2, 0.5, 0.8, 1.0])
+def test_known_rates_give_back_the_true_fraction(fraction):
+    # a call with TPR 0.9 and FPR 0.05 calls f x 0.9 + (1 - f) x 0.05 of a sample with f blasts
+    observed = fraction * 0.9 + (1 - fraction) * 0.05
+    assert rogan_gladen(observed, 0.9, 0.05) == pytest.approx(fraction)
+    count = round(200 * observed)
+    assert count == pytest.approx(200 * observed)  # these fractions give whole counts of 200
+    assert adjusted_share(count, 200, RATES).share == pytest.approx(fraction)
+
+
+def test_adjustment_is_clipped_to_0_and_1():
+    assert rogan_gladen(0.02, 0.9, 0.05) == 0.0  # fewer called than the false positives alone
+    assert rogan_gladen(0.95, 0.9, 0.05) == 1.0  # more called than a sample of blasts only gives
+    assert adjusted_share(2, 200, RATES).share == 0.0 and adjusted_share(200, 200, RATES).share == 1.0
+
+
+def test_no_adjustment_when_the_call_is_too_weak_or_there_is_nothing_to_adjust():
+    weak = BlastCallRates(5, 20, 50, 500)  # TPR 0.25, FPR 0.10: 0.15 apart
+    assert adjusted_share(40, 200, weak) is None
+    assert adjusted_share(40, 200, weak, min_separation=0.1) is not None
+    assert adjusted_share(0, 0, RATES) is None
+
+
+def test_interval_grows_with_the_count_and_holds_the_estimate():
+    previous = (0.0, 0.0)
+    for count in range(0, 201, 5):
+        a = adjusted_share(count, 200, RATES)
+        assert 0 <= a.low <= a.share <= a.high <= 1, count
+        assert a.low >= previous[0] and a.high >= previous[1], count
+        previous = (a.low, a.high)
+        # at least as wide as the counted share's interval mapped with the rates as measured
+        low, high = wilson_interval(count, 200)
+        assert a.low <= rogan_gladen(low, 0.9, 0.05) + 1e-12 and a.high >= rogan_gladen(high, 0.9, 0.05) - 1e-12
+
+
+def test_interval_also_covers_the_rates_own_uncertainty():
+    # the same rates from ten times fewer cells: a wider interval around the same estimate
+    few = adjusted_share(60, 200, BlastCallRates(9, 10, 5, 100))
+    many = adjusted_share(60, 200, BlastCallRates(90, 100, 50, 1000))
+    assert few.share == pytest.approx(many.share)
+    assert few.low < many.low and few.high > many.high
+    # rates whose intervals overlap (3/4 against 1/4): the adjusted share could be anything
+    overlapping = adjusted_share(60, 200, BlastCallRates(3, 4, 1, 4), min_separation=0.1)
+    assert (overlapping.low, overlapping.high) == (0.0, 1.0)
+
+
+def _blast_sample(blasts: int) -> list:
+    """200 cells, ``blasts`` of them called blast, the rest a normal differential."""
+    return sample({**NORMAL, "Neutrophil": 120 - blasts, "Blast": blasts})
+
+
+def test_the_rules_test_the_adjusted_blast_percent():
+    # 10 of 200 called blast, what false positives alone give at FPR 0.05: blasts present as counted, not adjusted
+    counted = interpret(_blast_sample(10))
+    assert "blasts present" in {f.rule.conclusion for f in counted.flags}
+    reading = interpret(_blast_sample(10), blast_call=RATES)
+    assert reading.blasts.measured.percent == 0.0 and reading.blasts.measured.counted_percent == 5.0
+    assert reading.blasts.status == POSSIBLE and "blasts present" not in {f.rule.conclusion for f in reading.flags}
+    assert reading.rows["Blast"].count == 10 and reading.rows["Blast"].percent == 5.0  # the differential counts
+    # 20 of 200 (10%) by a call that finds half the blasts: no evidence as counted, an acute leukemia adjusted
+    half = BlastCallRates(50, 100, 10, 500)  # TPR 0.5, FPR 0.02
+    assert interpret(_blast_sample(20)).suggestion.name == "no evidence of leukemia"
+    reading = interpret(_blast_sample(20), blast_call=half)
+    assert reading.blasts.measured.percent == pytest.approx(100 * (0.10 - 0.02) / 0.48)
+    assert reading.suggestion.name.startswith("acute leukemia") and reading.suggestion.status == POSSIBLE
+    (half_supported,) = [c for c in reading.contradictions if c.kind == "suggestion"]
+    assert "16.7% adjusted (95% CI" in half_supported.reason and "counted 20/200 = 10.0%; TPR 0.50, FPR 0.020" in (
+        half_supported.reason)
+    assert any(note.startswith("blast % adjusted for the blast call's error rates: 20/200") for note in reading.notes)
+
+
+def test_without_rates_or_with_a_blast_class_the_blast_percent_is_counted_and_says_why():
+    reading = interpret(_blast_sample(30))
+    assert reading.blasts.measured.adjusted is None and reading.blasts.measured.percent == 15.0
+    assert any("not adjusted" in note and "none given" in note for note in reading.notes)
+    weak = interpret(_blast_sample(30), blast_call=BlastCallRates(5, 20, 50, 500))
+    assert weak.blasts.measured.adjusted is None and any("too weak a call" in note for note in weak.notes)
+    classes = (*PBC, "Blast")
+    typed = [prediction("Blast", classes=classes, blast=0.9, suspected=True) for _ in range(30)]
+    own = interpret(sample({**NORMAL, "Neutrophil": 90}, typed=typed), blast_call=RATES)
+    assert own.blasts.measured.adjusted is None and any("types blasts itself" in note for note in own.notes)
+    assert not any("adjusted" in note for note in interpret(sample(NORMAL, scored=False)).notes)  # not assessed
+
+
+def test_summary_carries_the_adjusted_and_the_counted_blast_percent():
+    fields = _blast_sample(44)
+    reading = interpret(fields, blast_call=RATES)
+    summary = summary_json(differential(fields), fields_read=len(fields), skipped=[], notes=[], detector=DETECTOR,
+                           seconds=1.0, interpretation=reading)
+    assert validate(summary, "summary") == []
+    blasts = summary["interpretation"]["blasts"]
+    assert blasts["percent"] == 20.0 and blasts["percent_counted"] == 22.0  # (0.22 - 0.05) / 0.85
+    assert (blasts["low_counted"], blasts["high_counted"]) == (16.8, 28.2) and blasts["low"] < 16.8
+    assert blasts["adjustment"] == {"true_positive_rate": 0.9, "blasts_called": 45, "blasts": 50,
+                                    "false_positive_rate": 0.05, "normals_called": 25, "normals": 500}
+    evidence = {f["measure"]: f for f in summary["interpretation"]["suggestion"]["evidence"]}
+    assert evidence["blasts"]["percent"] == 20.0 and evidence["blasts"]["percent_counted"] == 22.0
+    assert evidence["blasts"]["adjustment"]["true_positive_rate"] == 0.9
+    (flag,) = [f for f in summary["interpretation"]["flags"] if f["rule"] == "blasts present"]
+    assert flag["adjustment"] == blasts["adjustment"]
+    assert "percent_counted" not in evidence["lymphoid-looking blasts"]  # only the blast % is adjusted
+    text = format_summary(summary, "out")
+    assert "blasts: 20.0% adjusted (95% CI " in text and "counted 44/200 = 22.0%; TPR 0.90, FPR 0.050)" in text
+    assert "  Blast                     44   22.0" in text  # the differential's row: the count
+    # counted as before the adjustment existed: those keys absent, still valid; not adjusted: adjustment null
+    for key in ("percent_counted", "low_counted", "high_counted", "adjustment"):
+        del summary["interpretation"]["blasts"][key]
+    assert validate(summary, "summary") == []
+    plain = interpretation_json(interpret(fields))["blasts"]
+    assert plain["adjustment"] is None and plain["percent"] == plain["percent_counted"] == 22.0
 
 
 # ------------------------------------------------------------------------------------------------------ contradictions

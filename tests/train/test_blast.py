@@ -54,6 +54,9 @@ def test_fit_writes_the_scorer_beside_an_unchanged_network(setup, tmp_path):
     assert scorer.fitted["examples"] == 3 and scorer.fitted["normals"] == 4 and scorer.fitted["negatives"] == [3]
     assert scorer.fitted["validation"] == 7 and scorer.scores == ("morphology", "prototype")  # no atypicality here
     assert (scorer.weights >= 0).all() and "threshold" in report.summary()
+    rates = scorer.call_rates  # measured on the 3 readable examples (left out) and the 7 validation cells
+    assert (rates.blasts, rates.normals) == (3, 7) and rates.normals_called <= 1
+    assert f"({rates.blasts_called}/3 examples)" in report.summary() and "false-positive rate (FPR)" in report.summary()
     # The stored example embeddings are what the reader computes for the same files.
     reader = CellReader(fitted, engine="torch")
     crops = np.stack([reader.crop(reader._open(examples / f"blast-{i}.png")) for i in range(3)])

@@ -16,8 +16,11 @@ blast concept is built from three scores computed on the model's own outputs, co
 Each score is standardised by the mean and spread of normal cells, then a logistic regression with non-negative
 weights (each score is built so that higher means more blast-like) and a strong L2 penalty, fitted class-balanced on
 the few blast examples against normal cells, gives ``blast_probability``. The threshold for ``blast_suspected`` is a
-quantile of normal validation cells' probabilities (the 95th: at most 5% of them called blast). Everything fitted is
-stored as plain values and tensors in the cell checkpoint (``CellCheckpoint.blast``), the embeddings in float16.
+quantile of normal validation cells' probabilities (the 95th: at most 5% of them called blast). The fit also measures
+how often that call is right (:class:`BlastCallRates`: its sensitivity on the examples, each left out of the
+prototypes, and its false-positive rate on the validation cells), with which a sample's blast % is adjusted
+(:mod:`leukolens.sample.interpret`). Everything fitted is stored as plain values and tensors in the cell checkpoint
+(``CellCheckpoint.blast``), the embeddings in float16.
 
 Fitting from images (running the model over example folders and normal cells) is
 :func:`leukolens.train.blast.fit_blast`; this module holds the scorer and the fit on arrays.
@@ -53,6 +56,49 @@ RESEMBLES_EXAMPLES = "resembles the blast examples"
 """The reason given when no single attribute reads blast-like but the cell was still called blast."""
 
 
+@dataclass(frozen=True)
+class BlastCallRates:
+    """How often ``blast_suspected`` is right, measured when the scorer was fitted, with the counts behind it.
+
+    Attributes:
+        blasts_called: blast examples called blast, each scored left out of the prototypes it is compared with.
+        blasts: the blast examples.
+        normals_called: normal validation cells called blast (the cells the threshold is set on).
+        normals: the normal validation cells.
+    """
+
+    blasts_called: int
+    blasts: int
+    normals_called: int
+    normals: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.blasts_called <= self.blasts and 0 <= self.normals_called <= self.normals):
+            raise ValueError(f"called counts must lie in 0..total, got {self}")
+        if self.blasts == 0 or self.normals == 0:
+            raise ValueError(f"call rates need blasts and normal cells to be measured on, got {self}")
+
+    @property
+    def true_positive_rate(self) -> float:
+        """Sensitivity: the share of the blast examples called blast."""
+        return self.blasts_called / self.blasts
+
+    @property
+    def false_positive_rate(self) -> float:
+        """The share of the normal validation cells called blast (about 1 - the threshold's quantile)."""
+        return self.normals_called / self.normals
+
+    def as_dict(self) -> dict:
+        return {"blasts_called": self.blasts_called, "blasts": self.blasts, "normals_called": self.normals_called,
+                "normals": self.normals, "true_positive_rate": self.true_positive_rate,
+                "false_positive_rate": self.false_positive_rate}
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> BlastCallRates:
+        return cls(int(values["blasts_called"]), int(values["blasts"]), int(values["normals_called"]),
+                   int(values["normals"]))
+
+
 @dataclass(frozen=True, eq=False)
 class BlastScorer:
     """A fitted blast scorer: the morphology recipe, the example and normal embeddings, the combination and its
@@ -71,6 +117,8 @@ class BlastScorer:
         k_examples, k_normals: neighbours averaged on each side of the prototype margin.
         floor: the smallest probability a morphological feature counts with (log of 0 is not a score).
         fitted: what the fit saw and reached (counts, the share of validation cells called blast).
+        call_rates: the call's sensitivity and false-positive rate as fitted; None for a scorer fitted before they
+            were measured, or one whose examples changed after the fit (:meth:`with_examples`).
     """
 
     morphology: tuple[tuple[str, tuple[str, ...], str], ...]
@@ -87,6 +135,7 @@ class BlastScorer:
     k_normals: int = 25
     floor: float = 0.02
     fitted: dict = field(default_factory=dict)
+    call_rates: BlastCallRates | None = None
 
     # -------------------------------------------------------------------------------------------- the three scores
     def morphology_score(
@@ -179,11 +228,14 @@ class BlastScorer:
         return found or (RESEMBLES_EXAMPLES,)
 
     def with_examples(self, embeddings: np.ndarray, sources: Sequence[str]) -> BlastScorer:
-        """This scorer with more blast examples (a lab's own), the combination and threshold unchanged."""
+        """This scorer with more blast examples (a lab's own), the combination and threshold unchanged; without call
+        rates, since the fitted ones were measured with the examples before (more examples call more cells blast,
+        blasts and normal cells alike): refit to measure them."""
         if len(embeddings) != len(sources):
             raise ValueError(f"{len(embeddings)} embeddings but {len(sources)} sources")
         examples = np.concatenate([self.examples, unit_rows(embeddings).astype(np.float32)])
-        return dataclasses.replace(self, examples=examples, example_sources=(*self.example_sources, *sources))
+        return dataclasses.replace(self, examples=examples, example_sources=(*self.example_sources, *sources),
+                                   call_rates=None)
 
     # -------------------------------------------------------------------------------------------- stored form
     def as_dict(self) -> dict:
@@ -203,6 +255,7 @@ class BlastScorer:
             "k_normals": int(self.k_normals),
             "floor": float(self.floor),
             "fitted": dict(self.fitted),
+            "call_rates": None if self.call_rates is None else self.call_rates.as_dict(),
         }
 
     @classmethod
@@ -222,6 +275,8 @@ class BlastScorer:
             k_normals=int(values["k_normals"]),
             floor=float(values["floor"]),
             fitted=dict(values.get("fitted") or {}),
+            # scorers fitted before the rates were measured have none: their blast % is not adjusted
+            call_rates=BlastCallRates.from_dict(values["call_rates"]) if values.get("call_rates") else None,
         )
 
 
@@ -340,6 +395,11 @@ def fit_blast_scorer(
     validation_probabilities = scorer.probability_from_scores(scores(validation))
     threshold = float(np.quantile(validation_probabilities, config.quantile))
     example_probabilities = scorer.probability_from_scores(positive)
+    # The call's error rates on cells the scorer may see: each example left out of the prototypes it is scored
+    # against (the combination's two or three weights are fitted on all of them, a small optimism), the validation
+    # cells the threshold is set on (so about 1 - quantile by construction).
+    call_rates = BlastCallRates(int(np.sum(example_probabilities > threshold)), len(positive),
+                                int(np.sum(validation_probabilities > threshold)), len(validation_probabilities))
     fitted = {
         "examples": len(examples),
         "normals": len(normals),
@@ -349,7 +409,7 @@ def fit_blast_scorer(
         "examples_called_blast_left_out": float(np.mean(example_probabilities > threshold)),
         "negatives_called_blast": [float(np.mean(scorer.probability_from_scores(g) > threshold)) for g in groups],
     }
-    return dataclasses.replace(scorer, threshold=threshold, fitted=fitted)
+    return dataclasses.replace(scorer, threshold=threshold, fitted=fitted, call_rates=call_rates)
 
 
 def nonnegative_logistic(

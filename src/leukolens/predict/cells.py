@@ -28,7 +28,7 @@ from leukolens.data.augment import normalize
 from leukolens.data.cells import crop_cell, load_image
 from leukolens.errors import LeukolensError
 from leukolens.models.atypicality import AtypicalityScorer, select_features
-from leukolens.models.blast import BlastScorer, example_images
+from leukolens.models.blast import BlastCallRates, BlastScorer, example_images
 from leukolens.models.cellnet import CellNet
 from leukolens.models.checkpoint import CellCheckpoint, load_checkpoint
 from leukolens.predict import weights
@@ -232,6 +232,12 @@ class CellReader:
         reader = CellReader(checkpoint, **{**self._options, "engine": "torch", "path": None})
         reader.blast = self.blast  # with any lab examples, embedded once
         return reader
+
+    @property
+    def blast_call_rates(self) -> BlastCallRates | None:
+        """How often the blast call is right (the sample's blast % is adjusted with it); None without a blast scorer
+        or when the scorer's rates were not measured (an older fit, or blast examples added for this run)."""
+        return None if self.blast is None else self.blast.call_rates
 
     def _prediction(
         self, i, class_probabilities, attribute_probabilities, scores, source, blast, embedding

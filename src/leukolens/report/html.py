@@ -271,6 +271,16 @@ def _blasts_section(summary: dict, anchors: Anchors) -> str:
     elif not blasts.get("assessed"):
         parts.append("<p><strong>Blasts: not assessed</strong>: this cell model cannot call a blast; no count means "
                      "nothing here.</p>")
+    elif blasts.get("adjustment"):  # adjusted for the blast call's error rates: the count beside it
+        rates = blasts["adjustment"]
+        parts.append(
+            f'<p class="blasts"><strong>Blasts: {_percent(blasts["percent"])}</strong> adjusted for the blast call '
+            f'(sensitivity {rates["true_positive_rate"]:.2f}, false-positive rate {rates["false_positive_rate"]:.3f};'
+            f' 95% interval {_interval(blasts["low"], blasts["high"])}); counted {esc(blasts["count"])}/'
+            f'{esc(blasts["total"])} white cells, {_percent(blasts["percent_counted"])} (95% interval '
+            f'{_interval(blasts["low_counted"], blasts["high_counted"])}); expected '
+            f'{_percent(blasts.get("expected_percent"))} {anchors.links(blasts.get("cells", []))}</p>'
+        )
     else:
         parts.append(
             f'<p class="blasts"><strong>Blasts: {_percent(blasts["percent"])}</strong> (95% interval '

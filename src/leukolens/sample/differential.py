@@ -17,7 +17,15 @@ from pathlib import Path
 
 from leukolens.predict.output import SCHEMA_VERSION
 from leukolens.predict.results import TYPICAL_VERDICT, AnalyzedField
-from leukolens.sample.interpret import NOT_ASSESSED, CellRef, Finding, Interpretation, Suggestion
+from leukolens.sample.interpret import (
+    NOT_ASSESSED,
+    AdjustedShare,
+    CellRef,
+    Finding,
+    Interpretation,
+    Measured,
+    Suggestion,
+)
 
 CELLS_SHOWN = 5
 """Cells named per line of the printed summary (summary.json names them all)."""
@@ -125,16 +133,34 @@ def _cells(refs: tuple[CellRef, ...]) -> list[dict]:
     return [{"field": r.field, "cell": r.cell} for r in refs]
 
 
+def adjustment_json(adjusted: AdjustedShare | None) -> dict | None:
+    """The blast call's error rates an adjusted share was computed with, and the counts behind them."""
+    if adjusted is None:
+        return None
+    rates = adjusted.rates
+    return {"true_positive_rate": round(rates.true_positive_rate, 4), "blasts_called": rates.blasts_called,
+            "blasts": rates.blasts, "false_positive_rate": round(rates.false_positive_rate, 4),
+            "normals_called": rates.normals_called, "normals": rates.normals}
+
+
+def _counted_json(m: Measured) -> dict:
+    low, high = m.counted_interval
+    return {"percent_counted": _percent(m.counted_percent), "low_counted": _percent(low),
+            "high_counted": _percent(high), "adjustment": adjustment_json(m.adjusted)}
+
+
 def finding_json(f: Finding) -> dict:
-    """One rule tested on the sample: the test, its status, the numbers (percents to 0.1) and the cells behind it."""
+    """One rule tested on the sample: the test, its status, the numbers (percents to 0.1) and the cells behind it;
+    a finding on an adjusted share (blasts) adds the share as counted and the rates it was adjusted with."""
     m = f.measured
     low, high = m.interval or (None, None)
-    return {
+    found = {
         "rule": f.rule.conclusion, "role": f.rule.role, "measure": f.rule.measure, "test": f.rule.test,
         "status": f.status, "count": m.count, "total": m.total, "percent": _percent(m.percent),
         "low": _percent(low), "high": _percent(high), "expected_percent": _percent(m.expected_percent),
         "cells": _cells(m.cells),
     }
+    return found if m.adjusted is None else {**found, **_counted_json(m)}
 
 
 def _suggestion_json(s: Suggestion) -> dict:
@@ -156,7 +182,8 @@ def interpretation_json(reading: Interpretation) -> dict:
         "minimum_white_cells": reading.minimum_cells,
         "differential": differential,
         "blasts": {"assessed": reading.blasts.status != NOT_ASSESSED,
-                   **{k: blasts[k] for k in ("count", "total", "percent", "low", "high", "expected_percent", "cells")}},
+                   **{k: blasts[k] for k in ("count", "total", "percent", "low", "high", "expected_percent", "cells")},
+                   **_counted_json(reading.blasts.measured)},
         "not_counted": {
             "smudge": {"assessed": smudge.status != NOT_ASSESSED, "count": smudge.measured.count,
                        "cells": _cells(smudge.measured.cells)},
@@ -221,6 +248,11 @@ def _numbers(f: dict) -> str:
         return "(not assessed)"
     if f["percent"] is None:
         return f"{f['count']} cells"
+    rates = f.get("adjustment")
+    if rates:
+        return (f"{f['percent']:.1f}% adjusted (95% CI {f['low']:.1f}-{f['high']:.1f}; counted {f['count']}/"
+                f"{f['total']} = {f['percent_counted']:.1f}%; TPR {rates['true_positive_rate']:.2f}, FPR "
+                f"{rates['false_positive_rate']:.3f})")
     return f"{f['percent']:.1f}% (95% CI {f['low']:.1f}-{f['high']:.1f}, {f['count']}/{f['total']})"
 
 

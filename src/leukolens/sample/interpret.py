@@ -8,7 +8,9 @@ hematologist expects, and a leukemia suggestion with the numbers and cells behin
 Every threshold is a row of :data:`RULES`, one table (docs/interpretation.md renders and explains it) over the
 :data:`MEASURES`; :data:`CONFLICTS` lists the types and attributes that contradict each other. Percentages carry 95%
 Wilson intervals from the counts; the model's own uncertainty enters as expected counts (the sum of each cell's
-probabilities), a sensitivity check on a supported suggestion. Decision support for review, not a diagnosis.
+probabilities), a sensitivity check on a supported suggestion. The blast percentage is adjusted for the blast call's
+sensitivity and false-positive rate when the blast scorer records them (:func:`adjusted_share`, Rogan-Gladen), and the
+rules test the adjusted one. Decision support for review, not a diagnosis.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from leukolens.predict.results import AnalyzedField, CellPrediction
+
+if TYPE_CHECKING:  # the record only; the interpretation needs no torch
+    from leukolens.models.blast import BlastCallRates
 
 Z_95 = 1.959963984540054
 """The standard normal quantile of a two-sided 95% interval."""
@@ -27,6 +33,9 @@ interval around 20% blasts is over 20 points wide (50 cells: 11.2-33.0%), so the
 judged at all. At 100 cells it is 13.3-28.9%, at 200 (:data:`REFERENCE_WHITE_CELLS`) 15.0-26.1%."""
 REFERENCE_WHITE_CELLS = 200
 """CLSI H20-A2's reference count: under it the summary notes that the intervals are wide."""
+MIN_CALL_SEPARATION = 0.2
+"""The blast call's sensitivity minus its false-positive rate under which the blast % is not adjusted: the adjustment
+divides by that difference, so a weak call would multiply every counting error (at 0.2, by five)."""
 BLAST = "Blast"
 SMUDGE = "Smudge"
 UNREADABLE = ("Unidentified", "Not identifiable")
@@ -49,6 +58,51 @@ def wilson_interval(count: int, total: int, *, z: float = Z_95) -> tuple[float, 
     half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / denominator
     # exactly 0 and 1 at the ends (the formula gives them up to float rounding)
     return (centre - half if count > 0 else 0.0), (centre + half if count < total else 1.0)
+
+
+# ------------------------------------------------------------------------------------------------------ adjustment
+def rogan_gladen(observed: float, true_positive_rate: float, false_positive_rate: float) -> float:
+    """The true share behind an ``observed`` share of positive calls by a call with these error rates, clipped to
+    [0, 1]: (observed - FPR) / (TPR - FPR) (Rogan and Gladen 1978; Forman 2008's adjusted classify and count).
+
+    A call with sensitivity TPR and false-positive rate FPR on a sample with a true share f calls
+    f x TPR + (1 - f) x FPR of it positive on average; this solves that for f. TPR must exceed FPR.
+    """
+    return min(1.0, max(0.0, (observed - false_positive_rate) / (true_positive_rate - false_positive_rate)))
+
+
+@dataclass(frozen=True)
+class AdjustedShare:
+    """A share of positive calls adjusted for the call's error rates: the estimate and its 95% interval, as
+    fractions, and the rates used."""
+
+    share: float
+    low: float
+    high: float
+    rates: BlastCallRates
+
+
+def adjusted_share(count: int, total: int, rates: BlastCallRates, *,
+                   min_separation: float = MIN_CALL_SEPARATION) -> AdjustedShare | None:
+    """``count`` of ``total`` called positive, adjusted with :func:`rogan_gladen`; None when there is nothing to
+    adjust (``total`` 0) or the call is too weak (TPR - FPR under ``min_separation``).
+
+    The interval is the adjustment's extremes over the corners of three 95% Wilson intervals: the observed share's
+    and those of TPR and FPR from their own counts (the adjustment is monotone in each while TPR exceeds FPR, so the
+    corners hold its extremes). It covers the counting in the sample and the sampling of the few cells the rates were
+    measured on; not how far those cells (e.g. monoblasts, one microscope) stand for the sample's. When the rates'
+    intervals overlap, the adjusted share could be anything: 0-1.
+    """
+    tpr, fpr = rates.true_positive_rate, rates.false_positive_rate
+    if total <= 0 or tpr - fpr < min_separation:
+        return None
+    share = rogan_gladen(count / total, tpr, fpr)
+    tprs = wilson_interval(rates.blasts_called, rates.blasts)
+    fprs = wilson_interval(rates.normals_called, rates.normals)
+    if tprs[0] <= fprs[1]:
+        return AdjustedShare(share, 0.0, 1.0, rates)
+    corners = [rogan_gladen(p, t, f) for p in wilson_interval(count, total) for t in tprs for f in fprs]
+    return AdjustedShare(share, min(corners), max(corners), rates)
 
 
 # ------------------------------------------------------------------------------------------------------ features
@@ -108,12 +162,16 @@ NOT_COUNTED = (SMUDGE, UNIDENTIFIED)
 @dataclass(frozen=True)
 class SampleCells:
     """The white cells of a sample sorted into rows; ``classes`` are the cell model's types (blast and smudge rows
-    aside), ``blasts_assessed`` says whether anything could call a blast (a blast score or a ``Blast`` class)."""
+    aside), ``blasts_assessed`` says whether anything could call a blast (a blast score or a ``Blast`` class),
+    ``blast_typed`` whether the cell model has a ``Blast`` class of its own, ``blast_call`` the blast scorer's
+    error rates (None: not given)."""
 
     cells: tuple[SortedCell, ...]
     classes: tuple[str, ...]
     blasts_assessed: bool
     smudge_assessed: bool
+    blast_typed: bool = False
+    blast_call: BlastCallRates | None = None
 
     @property
     def counted(self) -> tuple[SortedCell, ...]:
@@ -124,10 +182,12 @@ class SampleCells:
         return tuple(c for c in self.cells if c.row == name)
 
 
-def sort_cells(fields: Sequence[tuple[str, AnalyzedField]]) -> SampleCells:
+def sort_cells(fields: Sequence[tuple[str, AnalyzedField]], *, blast_call: BlastCallRates | None = None
+               ) -> SampleCells:
     """Each white cell of the fields in its row: a blast (``prediction.is_blast``) is a Blast whatever its type
-    label; a ``Smudge`` label and a cell the model could not read are kept out of the 100%."""
-    cells, classes, blasts_assessed, smudge_assessed = [], {}, False, False
+    label; a ``Smudge`` label and a cell the model could not read are kept out of the 100%. ``blast_call``: the
+    blast scorer's error rates, with which the blast % is adjusted."""
+    cells, classes, blasts_assessed, smudge_assessed, blast_typed = [], {}, False, False, False
     for stem, f in fields:
         for cell in f.cells:
             p = cell.prediction
@@ -138,11 +198,12 @@ def sort_cells(fields: Sequence[tuple[str, AnalyzedField]]) -> SampleCells:
             classes.update(dict.fromkeys((*p.probabilities, p.label)))
             blasts_assessed |= p.blast_probability is not None or BLAST in p.probabilities or p.label == BLAST
             smudge_assessed |= SMUDGE in p.probabilities or p.label == SMUDGE
+            blast_typed |= BLAST in p.probabilities or p.label == BLAST
             row = BLAST if p.is_blast else SMUDGE if p.label == SMUDGE else UNIDENTIFIED if p.label in UNREADABLE \
                 else p.label
             cells.append(SortedCell(CellRef(stem, cell.number), row, p))
     types = tuple(c for c in classes if c not in (BLAST, SMUDGE, *UNREADABLE))
-    return SampleCells(tuple(cells), types, blasts_assessed, smudge_assessed)
+    return SampleCells(tuple(cells), types, blasts_assessed, smudge_assessed, blast_typed, blast_call)
 
 
 def row_probabilities(prediction: CellPrediction) -> dict[str, float]:
@@ -164,29 +225,42 @@ def row_probabilities(prediction: CellPrediction) -> dict[str, float]:
 @dataclass(frozen=True)
 class Measured:
     """What a measure counts: ``count`` of ``total`` (None for a plain count), the cells counted, the expected
-    share from the model's probabilities (a fraction; None when not computed), and whether the cell model could
-    measure it at all."""
+    share from the model's probabilities (a fraction; None when not computed), whether the cell model could
+    measure it at all, and the share adjusted for the call's error rates (blasts only; None: as counted)."""
 
     count: int
     total: int | None
     cells: tuple[CellRef, ...]
     expected: float | None = None
     assessed: bool = True
+    adjusted: AdjustedShare | None = None
 
     @property
-    def percent(self) -> float | None:
+    def counted_percent(self) -> float | None:
         """``count`` in percent of ``total`` (0 when total is 0; None for a plain count)."""
         if self.total is None:
             return None
         return 100 * self.count / self.total if self.total else 0.0
 
     @property
-    def interval(self) -> tuple[float, float] | None:
-        """The 95% Wilson interval of :attr:`percent`, in percent, from the counts."""
+    def counted_interval(self) -> tuple[float, float] | None:
+        """The 95% Wilson interval of :attr:`counted_percent`, in percent, from the counts."""
         if self.total is None:
             return None
         low, high = wilson_interval(self.count, self.total)
         return 100 * low, 100 * high
+
+    @property
+    def percent(self) -> float | None:
+        """What the rules test: the adjusted share in percent when there is one, else :attr:`counted_percent`."""
+        return self.counted_percent if self.adjusted is None else 100 * self.adjusted.share
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% interval of :attr:`percent`, in percent."""
+        if self.adjusted is None:
+            return self.counted_interval
+        return 100 * self.adjusted.low, 100 * self.adjusted.high
 
     @property
     def expected_percent(self) -> float | None:
@@ -212,6 +286,39 @@ def _type_share(name: str) -> Callable[[SampleCells], Measured]:
         return Measured(len(cells), len(sample.counted), tuple(c.ref for c in cells), expected, assessed)
 
     return measure
+
+
+def blast_adjustment(sample: SampleCells, count: int, total: int) -> tuple[AdjustedShare | None, str | None]:
+    """The blast share adjusted for the blast call's error rates, or None with why not (None: nothing to say)."""
+    if not sample.blasts_assessed or total <= 0:
+        return None, None
+    if sample.blast_typed:
+        return None, ("blast % as counted: the cell model types blasts itself, and the blast scorer's error rates "
+                      "do not describe those calls")
+    rates = sample.blast_call
+    if rates is None:
+        return None, ("blast % as counted, not adjusted for the blast call's sensitivity and false-positive rate: "
+                      "none given (a blast scorer fitted before they were measured, or blast examples added for this "
+                      "run; refit with `leukolens train blast`)")
+    adjusted = adjusted_share(count, total, rates)
+    tpr, fpr = rates.true_positive_rate, rates.false_positive_rate
+    if adjusted is None:
+        return None, (f"blast % as counted, not adjusted: the blast call's sensitivity (TPR {tpr:.2f}) minus its "
+                      f"false-positive rate (FPR {fpr:.3f}) is under {MIN_CALL_SEPARATION:g}, too weak a call to "
+                      "correct for")
+    return adjusted, (
+        f"blast % adjusted for the blast call's error rates: {count}/{total} cells called blast "
+        f"({100 * count / total:.1f}%), sensitivity (TPR) {tpr:.2f} ({rates.blasts_called}/{rates.blasts} blast "
+        f"examples, each left out), false-positive rate (FPR) {fpr:.3f} ({rates.normals_called}/{rates.normals} "
+        f"normal validation cells): (counted - FPR) / (TPR - FPR) = {100 * adjusted.share:.1f}% (95% CI "
+        f"{100 * adjusted.low:.1f}-{100 * adjusted.high:.1f}, also over the rates' own intervals); rates measured "
+        "on the scorer's examples and training microscope, which may differ from this sample's")
+
+
+def _blasts(sample: SampleCells) -> Measured:
+    measured = _type_share(BLAST)(sample)
+    adjusted, _ = blast_adjustment(sample, measured.count, measured.total)
+    return replace(measured, adjusted=adjusted)
 
 
 def _atypical_lymphocytes(sample: SampleCells) -> Measured:
@@ -281,8 +388,9 @@ MEASURES: dict[str, Measure] = {
     for m in (
         Measure("white cells counted", "white cells in the differential (smudge and unidentified cells aside)",
                 "cells", lambda sample: Measured(len(sample.counted), None, ())),
-        Measure("blasts", "cells called blast (a `Blast` type or a suspected blast), % of white cells counted", "%",
-                _type_share(BLAST)),
+        Measure("blasts", "cells called blast (a `Blast` type or a suspected blast), % of white cells counted; "
+                "adjusted for the blast call's sensitivity and false-positive rate when the blast scorer records "
+                "them", "%", _blasts),
         Measure("immature granulocytes", "`Immature granulocyte` cells (promyelocytes, myelocytes, "
                 "metamyelocytes), % of white cells counted", "%", _type_share("Immature granulocyte")),
         Measure("eosinophils", "`Eosinophil` cells, % of white cells counted", "%", _type_share("Eosinophil")),
@@ -522,11 +630,16 @@ def half_supported(suggestion: Suggestion) -> Contradiction:
 
 
 def finding_text(f: Finding) -> str:
-    """``12.0% (95% CI 7.0-19.8, 12/100)``, or ``48 cells`` for a plain count."""
+    """``12.0% (95% CI 7.0-19.8, 12/100)``, or ``48 cells`` for a plain count; an adjusted share says so, with the
+    count and the rates: ``8.0% adjusted (95% CI 2.1-15.9; counted 12/100 = 12.0%; TPR 0.92, FPR 0.050)``."""
     m = f.measured
     if m.total is None:
         return f"{m.count} cells"
     low, high = m.interval
+    if m.adjusted is not None:
+        rates = m.adjusted.rates
+        return (f"{m.percent:.1f}% adjusted (95% CI {low:.1f}-{high:.1f}; counted {m.count}/{m.total} = "
+                f"{m.counted_percent:.1f}%; TPR {rates.true_positive_rate:.2f}, FPR {rates.false_positive_rate:.3f})")
     return f"{m.percent:.1f}% (95% CI {low:.1f}-{high:.1f}, {m.count}/{m.total})"
 
 
@@ -555,9 +668,15 @@ def _rule(conclusion: str) -> Rule:
     return next(r for r in RULES if r.conclusion == conclusion)
 
 
-def interpret(fields: Sequence[tuple[str, AnalyzedField]], *, minimum_cells: int = MIN_WHITE_CELLS) -> Interpretation:
-    """Read a sample's analysed fields (each named by its output stem) into an :class:`Interpretation`."""
-    sample = sort_cells(fields)
+def interpret(fields: Sequence[tuple[str, AnalyzedField]], *, minimum_cells: int = MIN_WHITE_CELLS,
+              blast_call: BlastCallRates | None = None) -> Interpretation:
+    """Read a sample's analysed fields (each named by its output stem) into an :class:`Interpretation`.
+
+    Args:
+        blast_call: the blast scorer's sensitivity and false-positive rate (``CellReader.blast_call_rates``): the
+            blast % is adjusted with them and the rules test the adjusted one; None: as counted, and said so.
+    """
+    sample = sort_cells(fields, blast_call=blast_call)
     counted = len(sample.counted)
     order = (*sample.classes, *(c.row for c in sample.counted))
     names = [n for n in dict.fromkeys(order) if n != BLAST or sample.blasts_assessed]
@@ -572,6 +691,9 @@ def interpret(fields: Sequence[tuple[str, AnalyzedField]], *, minimum_cells: int
         notes.append(f"{len(unidentified)} white cells not identified by the cell model (kept out of the 100%)")
     if counted and not sample.blasts_assessed:
         notes.append("this cell model does not call blasts (no blast score, no Blast class): blasts not assessed")
+    _, adjustment = blast_adjustment(sample, len(sample.row(BLAST)), counted)
+    if adjustment:
+        notes.append(adjustment)
     if minimum_cells <= counted < REFERENCE_WHITE_CELLS:
         notes.append(f"{counted} white cells counted, fewer than the {REFERENCE_WHITE_CELLS} of a reference "
                      "differential (CLSI H20-A2): the intervals are wide")

@@ -65,8 +65,16 @@ class BlastFitReport:
             f"negatives {fitted['negatives']}; weights {weights}; threshold {self.scorer.threshold:.3f} calls "
             f"{fitted['validation_called_blast']:.1%} of {fitted['validation']} validation cells blast, "
             f"{fitted['examples_called_blast_left_out']:.0%} of the examples (each left out of the prototypes), "
-            f"negatives {negatives}"
+            f"negatives {negatives}" + self._rates()
         )
+
+    def _rates(self) -> str:
+        rates = self.scorer.call_rates
+        if rates is None:
+            return ""
+        return (f"; call rates for the blast % adjustment: sensitivity (TPR) {rates.true_positive_rate:.3f} "
+                f"({rates.blasts_called}/{rates.blasts} examples), false-positive rate (FPR) "
+                f"{rates.false_positive_rate:.3f} ({rates.normals_called}/{rates.normals} validation cells)")
 
 
 # ------------------------------------------------------------------------------------------------------ reading cells

@@ -121,7 +121,8 @@ def analyse_sample(archive: Archive, sample_id: str, models: Models, *,
     fields = archive.sample_fields(sample_id, reviewed=False)
     summary = summary_json(differential(fields), fields_read=len(fields), skipped=[], notes=notes,
                            detector=models.detector_info, seconds=time.perf_counter() - started,
-                           interpretation=interpret(fields))
+                           interpretation=interpret(
+                               fields, blast_call=models.reader.blast_call_rates if models.reader else None))
     archive.set_status(sample_id, DONE, summary=summary)
 
 
