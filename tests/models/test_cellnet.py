@@ -10,7 +10,7 @@ from leukolens.eval.metrics import auroc
 from leukolens.losses.cells import cell_loss
 from leukolens.models.atypicality import AtypicalityScorer, fit_scorer, select_features
 from leukolens.models.backbones import build_backbone
-from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
+from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig, add_mix_style, mix_styles
 from leukolens.models.checkpoint import from_model, load_checkpoint, save_checkpoint
 from leukolens.records import LLD_SCHEMA, PBC_CLASSES, WBCATT_SCHEMA
 
@@ -124,3 +124,25 @@ def test_per_cell_input_norm_divides_out_a_microscope_colour_cast_and_round_trip
     assert change < 0.05 and change < 0.2 * (moved[0] - moved[1]).abs().max()  # without it the cast gets through
     path = save_checkpoint(from_model(model, CropConfig(input_size=64)), tmp_path / "m.pt")
     assert load_checkpoint(path).build().config.input_norm == "per-cell"
+
+
+def test_mix_style_swaps_feature_statistics_in_training_only_and_leaves_the_network_as_it_was():
+    torch.manual_seed(0)
+    features = torch.randn(4, 8, 6, 6) * torch.arange(1.0, 5.0).view(4, 1, 1, 1) + torch.arange(4.0).view(4, 1, 1, 1)
+    mixed = mix_styles(features, alpha=2.0)  # weights near one half: every style moves
+    content = lambda f: (f - f.mean((2, 3), keepdim=True)) / f.std((2, 3), keepdim=True)  # noqa: E731
+    assert torch.allclose(content(mixed), content(features), atol=1e-3)  # what the cell is stays
+    assert not torch.allclose(mixed.mean((2, 3)), features.mean((2, 3)))  # its style moves
+    model = CellNet(CellNetConfig(("Basophil", "Lymphocyte")), pretrained=False)
+    plain = CellNet(CellNetConfig(("Basophil", "Lymphocyte")), pretrained=False)
+    plain.load_state_dict(model.state_dict())
+    add_mix_style(model, 1.0)
+    images = torch.rand(4, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(model.eval()(images).class_logits, plain.eval()(images).class_logits)  # never at prediction
+    model.train(), plain.train()
+    torch.manual_seed(1)
+    trained = model(images).class_logits
+    torch.manual_seed(1)
+    assert not torch.allclose(trained, plain(images).class_logits)
+    assert model.config == plain.config  # a training option: the checkpoint and its hash do not change

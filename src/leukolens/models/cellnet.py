@@ -89,6 +89,49 @@ def per_cell_standardize(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / (spread + 1e-2)
 
 
+MIX_STYLE_BLOCKS = (1, 2, 3)
+"""EfficientNet-Lite0 stages (at 1/4, 1/8 and 1/16 of the input) whose outputs :func:`mix_styles` mixes: the early
+and middle layers, where a feature map's per-channel statistics hold the image's style (stain, lamp, camera) rather
+than what the cell is (Zhou et al. 2021 mix after the first three of ResNet's four stages)."""
+
+
+def mix_styles(features: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+    """MixStyle (Zhou et al., ICLR 2021): each image's per-channel feature mean and spread replaced by a random
+    mixture of its own and another image's of the batch, the content (the standardised map) kept.
+
+    A batch that mixes microscopes thereby shows the network each cell under styles between those of the training
+    microscopes, so that it learns to type cells whatever their style. Statistics are detached, as in the paper.
+    """
+    batch = features.shape[0]
+    if batch < 2:
+        return features
+    mean = features.mean(dim=(2, 3), keepdim=True).detach()
+    spread = (features.var(dim=(2, 3), keepdim=True) + 1e-6).sqrt().detach()
+    content = (features - mean) / spread
+    weight = torch.distributions.Beta(alpha, alpha).sample((batch, 1, 1, 1)).to(features)
+    other = torch.randperm(batch, device=features.device)
+    mixed_mean = weight * mean + (1 - weight) * mean[other]
+    mixed_spread = weight * spread + (1 - weight) * spread[other]
+    return content * mixed_spread + mixed_mean
+
+
+def add_mix_style(model: nn.Module, probability: float) -> list:
+    """Mix styles (:func:`mix_styles`) after :data:`MIX_STYLE_BLOCKS` on a share ``probability`` of training
+    batches, never at prediction; returns the hook handles. A training option, not part of the network: the
+    config (and so the checkpoint and the image-text model's link to it) does not change."""
+    blocks = getattr(getattr(model.backbone, "model", None), "blocks", None)
+    if blocks is None:
+        raise ValueError(f"mix_style needs an EfficientNet backbone, not {model.config.backbone}")
+
+    def hook(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        # the whole model's mode, not the block's: frozen early blocks stay in eval mode while the model trains
+        if model.training and torch.rand(()) < probability:
+            return mix_styles(output)
+        return output
+
+    return [blocks[index].register_forward_hook(hook) for index in MIX_STYLE_BLOCKS]
+
+
 class CellNet(nn.Module):
     """Backbone + class head + attribute heads."""
 

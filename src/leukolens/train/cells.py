@@ -23,7 +23,7 @@ from leukolens.io import ProblemLog, read_dataset
 from leukolens.io.common import LeukolensError
 from leukolens.losses.cells import cell_loss
 from leukolens.models.backbones import SPECS
-from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig
+from leukolens.models.cellnet import AttributeSpec, CellNet, CellNetConfig, add_mix_style
 from leukolens.models.checkpoint import from_model, load_checkpoint, save_checkpoint
 from leukolens.records import Dataset
 from leukolens.train.distributed import (
@@ -84,6 +84,7 @@ class CellModelConfig:
     freeze_blocks: int = 2  # stem and the first blocks keep their ImageNet weights: faster, and enough for edges
     freeze_norm: bool = False  # keep every batch-norm layer's ImageNet statistics: no one microscope's statistics
     input_norm: str = "dataset"  # "per-cell": each crop standardised by its own colour statistics (CellNet)
+    mix_style: float = 0.0  # probability of mixing feature styles across a batch (MixStyle; models/cellnet.py)
     atypicality_method: str = "knn"
     atypicality_features: str = "embedding"
 
@@ -303,6 +304,8 @@ def build_cell_model(config: CellModelConfig, classes: tuple[str, ...], attribut
     model = CellNet(
         CellNetConfig(classes, attributes, config.backbone, input_norm=config.input_norm), pretrained=True
     )
+    if config.mix_style > 0:
+        add_mix_style(model, config.mix_style)
     _freeze(model, config.freeze_blocks, norm=config.freeze_norm)
     return model.to(memory_format=torch.channels_last)
 
