@@ -72,3 +72,24 @@ def test_calibrate_keeps_the_blast_scorer_only_while_the_network_statistics_stay
     assert kept.blast is not None and kept.blast.keys() == shipped.blast.keys() and report.notes == ()
     dropped, report = calibrate(shipped, *cells, CalibrateConfig(steps=10, adapt_norm=True))
     assert dropped.blast is None and "leukolens train blast" in report.summary()
+
+
+def test_calibrate_fine_tunes_only_the_last_stages_and_says_so(base, tmp_path):
+    root = lab_cells_folder(tmp_path / "lab", {"Lymphocyte": 6, "Basophil": 6})
+    samples, names = lab_cells(root, base.config.classes)
+    config = CalibrateConfig(steps=50, finetune_epochs=2, finetune_stages=1, finetune_lr=1e-3)
+    tuned, report = calibrate(base, samples, names, config)
+    before, after = base.build().state_dict(), tuned.build().state_dict()
+    changed = {k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])}
+    assert any(k.startswith("backbone.model.blocks.6.") for k in changed)  # EfficientNet-Lite0's last stage
+    assert not any(k.startswith(("backbone.model.blocks.5.", "backbone.model.conv_stem")) for k in changed)
+    assert any("fine-tuned for 2 epochs" in n for n in report.notes)
+    # (how much it buys is measured on real cells: benchmarks/cell_domains.py; these flat colours are what the
+    # training augmentation's colour jitter is there to ignore)
+    assert load_checkpoint(save_checkpoint(tuned, tmp_path / "tuned.pt")).config == base.config
+
+
+def test_calibrate_does_not_fine_tune_while_it_learns_a_new_class(base, tmp_path):
+    root = lab_cells_folder(tmp_path / "lab", {"Lymphocyte": 5, "Basophil": 5, "Monocyte": 5})
+    tuned, report = calibrate(base, *lab_cells(root, base.config.classes), CalibrateConfig(steps=20, finetune_epochs=1))
+    assert report.new_classes == ("Monocyte",) and any("no fine-tuning" in n for n in report.notes)

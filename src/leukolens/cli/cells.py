@@ -143,7 +143,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     base = load_checkpoint(args.checkpoint or default_checkpoint())
     samples, names = lab_cells(args.cells, base.config.classes)
-    config = CalibrateConfig(min_cells_per_class=args.min_cells, adapt_norm=False if args.no_adapt_norm else None)
+    config = CalibrateConfig(min_cells_per_class=args.min_cells, adapt_norm=False if args.no_adapt_norm else None,
+                             finetune_epochs=args.finetune_epochs)
     calibrated, report = calibrate(base, samples, names, config)
     path = save_checkpoint(calibrated, args.out)
     print(report.summary())
@@ -188,6 +189,8 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
     )
     option("--input-norm", "input_norm", choices=INPUT_NORMS,
            help="per-cell: standardise each crop's colours by its own statistics (for microscopes never trained on)")
+    option("--mix-style", "mix_style", float, metavar="P",
+           help="mix feature styles across each training batch with probability P (MixStyle; 0: off)")
     cells.add_argument("--no-atypicality", action="store_true", help="skip fitting the atypicality score")
     cells.add_argument(
         "--atypicality",
@@ -261,5 +264,10 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
     calibrate.add_argument(
         "--min-cells", type=int, default=default(CalibrateConfig, "min_cells_per_class"), metavar="N",
         help="refuse a class with fewer cells than this (default %(default)s)",
+    )
+    calibrate.add_argument(
+        "--finetune-epochs", type=int, default=default(CalibrateConfig, "finetune_epochs"), metavar="N",
+        help="also fine-tune the backbone's last stages for N epochs on the lab's cells (0: refit the head only; "
+        "default %(default)s)",
     )
     calibrate.set_defaults(run=cmd_calibrate)

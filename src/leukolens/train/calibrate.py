@@ -43,6 +43,13 @@ class CalibrateConfig:
     lr: float = 0.05
     folds: int = 5
     flag_share: float = 0.05  # share of the lab's ordinary cells the atypicality threshold flags
+    # Fine-tuning of the backbone's last stages on the lab's cells after the head is refit (0 epochs: head only).
+    # The attribute heads are held to the base model's readings of the same views (distillation), so that what
+    # the calibrated model says of morphology does not drift with the features.
+    finetune_epochs: int = 0
+    finetune_stages: int = 2  # the last stages of the backbone (and its final 1x1 convolution) that train
+    finetune_lr: float = 2e-4
+    finetune_batch: int = 32
     seed: int = 0
 
 
@@ -166,6 +173,68 @@ def fit_head(
     return w.detach().numpy(), b.detach().numpy()
 
 
+def _head(model) -> tuple[np.ndarray, np.ndarray]:
+    linear = model.class_head[-1]
+    return linear.weight.detach().numpy().copy(), linear.bias.detach().numpy().copy()
+
+
+def _set_head(model, weight: np.ndarray, bias: np.ndarray) -> None:
+    linear = model.class_head[-1]
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(weight))
+        linear.bias.copy_(torch.from_numpy(bias))
+
+
+def finetune(model, crops: np.ndarray, labels: np.ndarray, checkpoint, config: CalibrateConfig) -> None:
+    """Train the backbone's last ``finetune_stages`` stages and the class head on the lab's cells, in place.
+
+    ``crops`` are cut wider than the input (``CropConfig.cache_margin``) so that the robust training
+    augmentation can zoom and shift as in training. Batch-norm layers keep their statistics (the model stays in
+    eval mode); the attribute heads' readings are distilled from the model as it was, view by view.
+    """
+    import copy
+
+    from leukolens.data.augment import AUGMENT_PRESETS, augment
+
+    inner = getattr(model.backbone, "model", None)
+    if inner is None:
+        raise LeukolensError("fine-tuning in calibrate needs an EfficientNet backbone")
+    teacher = copy.deepcopy(model).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    trained = [*inner.blocks[-config.finetune_stages :], inner.conv_head, inner.bn2, model.class_head]
+    parameters = [p for module in trained for p in module.parameters()]
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(parameters, lr=config.finetune_lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    counts = np.bincount(labels)
+    class_weight = torch.from_numpy(len(labels) / (len(counts) * np.maximum(counts, 1))).float()
+    model.eval()  # batch-norm statistics stay as they are
+    images, targets = torch.from_numpy(crops), torch.from_numpy(labels).long()
+    for _ in range(config.finetune_epochs):
+        order = rng.permutation(len(labels))
+        for start in range(0, len(order), config.finetune_batch):
+            index = torch.from_numpy(order[start : start + config.finetune_batch])
+            inputs = augment(images[index], AUGMENT_PRESETS["robust"], checkpoint.crop.input_size, checkpoint.mean,
+                             checkpoint.std, generator)
+            output = model(inputs)
+            loss = torch.nn.functional.cross_entropy(output.class_logits, targets[index], weight=class_weight)
+            if output.attribute_logits:
+                with torch.no_grad():
+                    reference = teacher(inputs).attribute_logits
+                for name, logits in output.attribute_logits.items():
+                    loss = loss + torch.nn.functional.kl_div(
+                        logits.log_softmax(1), reference[name].softmax(1), reduction="batchmean"
+                    ) / len(output.attribute_logits)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+
 def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: CalibrateConfig | None = None):
     """A copy of a loaded cell ``checkpoint`` adapted to the microscope of ``samples`` (true class ``names``).
 
@@ -215,6 +284,19 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
             notes.append("the blast scorer was left out (new normalisation statistics): refit it with "
                          "`leukolens train blast --checkpoint` on the calibrated model")
     embeddings, head_features = _embeddings(model, views, checkpoint)
+    if config.finetune_epochs > 0 and new_classes:
+        notes.append("no fine-tuning: it needs every class known to the base model (learn new classes first)")
+    elif config.finetune_epochs > 0:
+        w, b = fit_head(embeddings, view_labels, *_head(model), config)
+        _set_head(model, w, b)
+        wide = _crops(samples, crop.cache_size, crop.context * crop.cache_margin)
+        finetune(model, wide, labels, checkpoint, config)
+        notes.append(f"the backbone's last {config.finetune_stages} stages were fine-tuned for "
+                     f"{config.finetune_epochs} epochs on these cells")
+        if checkpoint.blast and not any("blast scorer" in n for n in notes):
+            notes.append("the blast scorer was left out (the features changed): refit it with "
+                         "`leukolens train blast --checkpoint` on the calibrated model")
+        embeddings, head_features = _embeddings(model, views, checkpoint)
 
     linear = model.class_head[-1]
     weight = linear.weight.detach().numpy().copy()
