@@ -168,8 +168,8 @@ class FieldModels:
         return tuple(c for c in self.detector.classes if c not in NOT_WHITE)
 
     def blast_call_rates(self, spec: ModelSpec) -> BlastCallRates | None:
-        """The blast call's error rates the sample's blast % is adjusted with: the loaded reader's (None with a
-        lab's blast examples added), else, when the cell model runs only on a cluster's workers, its checkpoint's."""
+        """The blast call's error rates for the sample's secondary, adjusted blast %: the loaded reader's (None with
+        a lab's blast examples added), else, when the cell model runs only on a cluster's workers, its checkpoint's."""
         if self.reader is not None:
             return self.reader.blast_call_rates
         blast = load_checkpoint(spec.cells).blast if spec.cells is not None else None
@@ -589,7 +589,7 @@ def analyze(
 def _summarise(results: list[FieldResult], settings: FieldSettings, *, notes: list[str], seconds: float, fields: int,
                report: bool, log: Callable[[str], None], blast_call: BlastCallRates | None = None) -> dict:
     """The sample's summary and report from its fields' documents (analysed now or resumed), written last;
-    ``blast_call``: the blast call's error rates the blast % is adjusted with."""
+    ``blast_call``: the blast call's error rates, for the secondary adjusted blast %."""
     out = settings.out
     skipped = [{"image": str(r.path), "reason": r.reason} for r in results if r.document is None]
     for r in results:

@@ -268,16 +268,21 @@ def test_strings_from_the_data_are_escaped(tmp_path, demo_out):
     assert [t["data-field"] for t in page.tiles] == ["a<b>&c", stem]
 
 
-def test_an_adjusted_blast_percent_is_shown_with_the_count_and_the_rates(tmp_path, demo_out):
+def test_the_counted_blast_percent_is_the_headline_and_the_adjusted_one_a_line_beside_it(tmp_path, demo_out):
     summary = json.loads((demo_out / "summary.json").read_text())
     summary["interpretation"]["blasts"] = {
-        "assessed": True, "count": 44, "total": 200, "percent": 20.0, "low": 11.9, "high": 30.3,
-        "expected_percent": 21.0, "cells": [], "percent_counted": 22.0, "low_counted": 16.8, "high_counted": 28.2,
-        "adjustment": {"true_positive_rate": 0.9, "blasts_called": 45, "blasts": 50, "false_positive_rate": 0.05,
-                       "normals_called": 25, "normals": 500}}
+        "assessed": True, "count": 44, "total": 200, "percent": 22.0, "low": 16.8, "high": 28.2,
+        "expected_percent": 21.0, "cells": [],
+        "adjusted": {"percent": 20.0, "low": 11.9, "high": 30.3, "true_positive_rate": 0.9, "blasts_called": 45,
+                     "blasts": 50, "false_positive_rate": 0.05, "normals_called": 25, "normals": 500,
+                     "rates_from": "the blast scorer's fit"}}
     words = "".join(Page(report_html(tmp_path, summary, field_documents(demo_out)[:1], title="s")).text)
-    assert "Blasts: 20.0% adjusted for the blast call (sensitivity 0.90, false-positive rate 0.050;" in words
-    assert "counted 44/200 white cells, 22.0% (95% interval 16.8\u201328.2%)" in words
+    assert "Blasts: 22.0% (95% interval 16.8\u201328.2%; 44/200 white cells;" in words
+    assert ("Adjusted for the blast call's error rates, not used by the rules: 20.0% (95% interval 11.9\u201330.3%; "
+            "sensitivity 0.90 from 45/50 blast examples, false-positive rate 0.050 from 25/500") in words
+    summary["interpretation"]["blasts"]["adjusted"] = None
+    words = "".join(Page(report_html(tmp_path, summary, field_documents(demo_out)[:1], title="s")).text)
+    assert "Blasts: 22.0%" in words and "Adjusted for" not in words
 
 
 def test_the_report_is_written_from_files_alone(tmp_path, demo_out):

@@ -1,7 +1,8 @@
 """The sample interpretation on samples built cell by cell with the real records: intervals against known values, each
-rule firing and not firing, the blast % adjusted for the blast call's error rates, the not-enough-cells path, the
-docs' tables against the code's, the JSON schema."""
+rule firing and not firing, the secondary blast % adjusted for the blast call's error rates (beside the counted one
+the rules test), the not-enough-cells path, the docs' tables against the code's, the JSON schema."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -350,65 +351,59 @@ def _blast_sample(blasts: int) -> list:
     return sample({**NORMAL, "Neutrophil": 120 - blasts, "Blast": blasts})
 
 
-def test_the_rules_test_the_adjusted_blast_percent():
-    # 10 of 200 called blast, what false positives alone give at FPR 0.05: blasts present as counted, not adjusted
-    counted = interpret(_blast_sample(10))
-    assert "blasts present" in {f.rule.conclusion for f in counted.flags}
-    reading = interpret(_blast_sample(10), blast_call=RATES)
-    assert reading.blasts.measured.percent == 0.0 and reading.blasts.measured.counted_percent == 5.0
-    assert reading.blasts.status == POSSIBLE and "blasts present" not in {f.rule.conclusion for f in reading.flags}
-    assert reading.rows["Blast"].count == 10 and reading.rows["Blast"].percent == 5.0  # the differential counts
-    # 20 of 200 (10%) by a call that finds half the blasts: no evidence as counted, an acute leukemia adjusted
-    half = BlastCallRates(50, 100, 10, 500)  # TPR 0.5, FPR 0.02
-    assert interpret(_blast_sample(20)).suggestion.name == "no evidence of leukemia"
-    reading = interpret(_blast_sample(20), blast_call=half)
-    assert reading.blasts.measured.percent == pytest.approx(100 * (0.10 - 0.02) / 0.48)
-    assert reading.suggestion.name.startswith("acute leukemia") and reading.suggestion.status == POSSIBLE
-    (half_supported,) = [c for c in reading.contradictions if c.kind == "suggestion"]
-    assert "16.7% adjusted (95% CI" in half_supported.reason and "counted 20/200 = 10.0%; TPR 0.50, FPR 0.020" in (
-        half_supported.reason)
-    assert any(note.startswith("blast % adjusted for the blast call's error rates: 20/200") for note in reading.notes)
+def test_the_rules_test_the_counted_blast_percent_and_the_adjusted_one_is_only_reported():
+    # 10 of 200 called blast, what false positives alone give at FPR 0.05: adjusted 0%, blasts present as counted
+    fields = _blast_sample(10)
+    reading = interpret(fields, blast_call=RATES)
+    assert reading.blasts.measured.percent == 5.0 and reading.adjusted_blasts.share == 0.0
+    assert reading.blasts.status == MET and "blasts present" in {f.rule.conclusion for f in reading.flags}
+    assert dataclasses.replace(reading, adjusted_blasts=None) == interpret(fields)  # nothing else changes
+    # 20 of 200 (10%) by a call that finds half the blasts: adjusted 16.7%, still no evidence of leukemia
+    fields = _blast_sample(20)
+    reading = interpret(fields, blast_call=BlastCallRates(50, 100, 10, 500))  # TPR 0.5, FPR 0.02
+    assert reading.adjusted_blasts.share == pytest.approx((0.10 - 0.02) / 0.48)
+    assert reading.blasts.measured.percent == 10.0 and reading.suggestion.name == "no evidence of leukemia"
+    assert dataclasses.replace(reading, adjusted_blasts=None) == interpret(fields)
 
 
-def test_without_rates_or_with_a_blast_class_the_blast_percent_is_counted_and_says_why():
-    reading = interpret(_blast_sample(30))
-    assert reading.blasts.measured.adjusted is None and reading.blasts.measured.percent == 15.0
-    assert any("not adjusted" in note and "none given" in note for note in reading.notes)
-    weak = interpret(_blast_sample(30), blast_call=BlastCallRates(5, 20, 50, 500))
-    assert weak.blasts.measured.adjusted is None and any("too weak a call" in note for note in weak.notes)
+def test_no_adjusted_blast_percent_without_rates_with_a_blast_class_or_for_a_weak_call():
+    assert interpret(_blast_sample(30)).adjusted_blasts is None
+    assert interpret(_blast_sample(30), blast_call=BlastCallRates(5, 20, 50, 500)).adjusted_blasts is None  # 0.15
     classes = (*PBC, "Blast")
     typed = [prediction("Blast", classes=classes, blast=0.9, suspected=True) for _ in range(30)]
     own = interpret(sample({**NORMAL, "Neutrophil": 90}, typed=typed), blast_call=RATES)
-    assert own.blasts.measured.adjusted is None and any("types blasts itself" in note for note in own.notes)
-    assert not any("adjusted" in note for note in interpret(sample(NORMAL, scored=False)).notes)  # not assessed
+    assert own.adjusted_blasts is None and own.blasts.measured.percent == 15.0
+    assert interpret(sample(NORMAL, scored=False), blast_call=RATES).adjusted_blasts is None  # not assessed
 
 
-def test_summary_carries_the_adjusted_and_the_counted_blast_percent():
+def test_summary_carries_the_counted_blast_percent_and_the_adjusted_one_beside_it():
     fields = _blast_sample(44)
     reading = interpret(fields, blast_call=RATES)
     summary = summary_json(differential(fields), fields_read=len(fields), skipped=[], notes=[], detector=DETECTOR,
                            seconds=1.0, interpretation=reading)
     assert validate(summary, "summary") == []
     blasts = summary["interpretation"]["blasts"]
-    assert blasts["percent"] == 20.0 and blasts["percent_counted"] == 22.0  # (0.22 - 0.05) / 0.85
-    assert (blasts["low_counted"], blasts["high_counted"]) == (16.8, 28.2) and blasts["low"] < 16.8
-    assert blasts["adjustment"] == {"true_positive_rate": 0.9, "blasts_called": 45, "blasts": 50,
-                                    "false_positive_rate": 0.05, "normals_called": 25, "normals": 500}
+    assert (blasts["count"], blasts["total"], blasts["percent"]) == (44, 200, 22.0)
+    assert (blasts["low"], blasts["high"]) == (16.8, 28.2)  # Wilson, from the counts
+    adjusted = blasts.pop("adjusted")
+    assert adjusted["percent"] == 20.0 and adjusted["low"] < 16.8 < 28.2 < adjusted["high"]  # (0.22 - 0.05) / 0.85
+    assert {k: adjusted[k] for k in ("true_positive_rate", "blasts_called", "blasts", "false_positive_rate",
+                                     "normals_called", "normals")} == {
+        "true_positive_rate": 0.9, "blasts_called": 45, "blasts": 50, "false_positive_rate": 0.05,
+        "normals_called": 25, "normals": 500}
+    assert "left out" in adjusted["rates_from"] and "validation cells" in adjusted["rates_from"]
+    assert validate(summary, "summary") == []  # written before the estimate existed: still valid
     evidence = {f["measure"]: f for f in summary["interpretation"]["suggestion"]["evidence"]}
-    assert evidence["blasts"]["percent"] == 20.0 and evidence["blasts"]["percent_counted"] == 22.0
-    assert evidence["blasts"]["adjustment"]["true_positive_rate"] == 0.9
-    (flag,) = [f for f in summary["interpretation"]["flags"] if f["rule"] == "blasts present"]
-    assert flag["adjustment"] == blasts["adjustment"]
-    assert "percent_counted" not in evidence["lymphoid-looking blasts"]  # only the blast % is adjusted
+    assert evidence["blasts"]["percent"] == 22.0 and "adjusted" not in evidence["blasts"]
+    blasts["adjusted"] = adjusted
     text = format_summary(summary, "out")
-    assert "blasts: 20.0% adjusted (95% CI " in text and "counted 44/200 = 22.0%; TPR 0.90, FPR 0.050)" in text
-    assert "  Blast                     44   22.0" in text  # the differential's row: the count
-    # counted as before the adjustment existed: those keys absent, still valid; not adjusted: adjustment null
-    for key in ("percent_counted", "low_counted", "high_counted", "adjustment"):
-        del summary["interpretation"]["blasts"][key]
-    assert validate(summary, "summary") == []
+    assert "blasts: 22.0% (95% CI 16.8-28.2, 44/200)" in text
+    assert ("  adjusted for the blast call's error rates (not used by the rules): 20.0% (95% CI "
+            in text) and "sensitivity 0.90 from 45/50 blast examples, false-positive rate 0.050 from 25/500" in text
     plain = interpretation_json(interpret(fields))["blasts"]
-    assert plain["adjustment"] is None and plain["percent"] == plain["percent_counted"] == 22.0
+    assert plain["adjusted"] is None and plain["percent"] == 22.0
+    blasts["adjusted"] = None
+    assert "adjusted for" not in format_summary(summary, "out")
 
 
 # ------------------------------------------------------------------------------------------------------ contradictions

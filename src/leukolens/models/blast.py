@@ -18,9 +18,9 @@ weights (each score is built so that higher means more blast-like) and a strong 
 the few blast examples against normal cells, gives ``blast_probability``. The threshold for ``blast_suspected`` is a
 quantile of normal validation cells' probabilities (the 95th: at most 5% of them called blast). The fit also measures
 how often that call is right (:class:`BlastCallRates`: its sensitivity on the examples, each left out of the
-prototypes, and its false-positive rate on the validation cells), with which a sample's blast % is adjusted
-(:mod:`leukolens.sample.interpret`). Everything fitted is stored as plain values and tensors in the cell checkpoint
-(``CellCheckpoint.blast``), the embeddings in float16.
+prototypes, and its false-positive rate on the validation cells), with which a sample's secondary, adjusted blast %
+is computed (:mod:`leukolens.sample.interpret`; the rules test the counted one). Everything fitted is stored as
+plain values and tensors in the cell checkpoint (``CellCheckpoint.blast``), the embeddings in float16.
 
 Fitting from images (running the model over example folders and normal cells) is
 :func:`leukolens.train.blast.fit_blast`; this module holds the scorer and the fit on arrays.

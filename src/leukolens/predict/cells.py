@@ -235,8 +235,8 @@ class CellReader:
 
     @property
     def blast_call_rates(self) -> BlastCallRates | None:
-        """How often the blast call is right (the sample's blast % is adjusted with it); None without a blast scorer
-        or when the scorer's rates were not measured (an older fit, or blast examples added for this run)."""
+        """How often the blast call is right (for a sample's secondary, adjusted blast %); None without a blast
+        scorer or when the scorer's rates were not measured (an older fit, or blast examples added for this run)."""
         return None if self.blast is None else self.blast.call_rates
 
     def _prediction(

@@ -342,12 +342,11 @@ _FLAGGED = _object({"field": _STRING, "cell": _INTEGER, "type": _STRING, "atypic
 # summary.json's interpretation (leukolens.sample.interpret; docs/interpretation.md)
 _PERCENT = {"type": ["number", "null"]}
 _CELL_REFS = _array(_object({"field": _STRING, "cell": _INTEGER}))
-_ADJUSTMENT = {**_object({"true_positive_rate": _NUMBER, "blasts_called": _INTEGER, "blasts": _INTEGER,
-                          "false_positive_rate": _NUMBER, "normals_called": _INTEGER, "normals": _INTEGER}),
-               "type": ["object", "null"]}  # null: the share as counted, not adjusted
-_COUNTED = {"percent_counted": _PERCENT, "low_counted": _PERCENT, "high_counted": _PERCENT, "adjustment": _ADJUSTMENT}
-_FINDING_KEYS = ("rule", "role", "measure", "test", "status", "count", "total", "percent", "low", "high",
-                 "expected_percent", "cells")
+# the secondary blast estimate, adjusted for the blast call's error rates; null: not computed
+_ADJUSTED = {**_object({"percent": _NUMBER, "low": _NUMBER, "high": _NUMBER, "true_positive_rate": _NUMBER,
+                        "blasts_called": _INTEGER, "blasts": _INTEGER, "false_positive_rate": _NUMBER,
+                        "normals_called": _INTEGER, "normals": _INTEGER, "rates_from": _STRING}),
+             "type": ["object", "null"]}
 _FINDING = _object(
     {
         "rule": _STRING,
@@ -362,10 +361,7 @@ _FINDING = _object(
         "high": _PERCENT,
         "expected_percent": _PERCENT,
         "cells": _CELL_REFS,
-        # on an adjusted blast share only (and absent before the adjustment existed)
-        **_COUNTED,
-    },
-    required=_FINDING_KEYS,
+    }
 )
 _SUGGESTION = _object(
     {
@@ -385,8 +381,8 @@ _INTERPRETATION = _object(
         ),
         "blasts": _object(
             {"assessed": {"type": "boolean"}, **{k: _FINDING["properties"][k] for k in (
-                "count", "total", "percent", "low", "high", "expected_percent", "cells")}, **_COUNTED},
-            # the counted share and the adjustment were added in version 1: older summaries stay valid
+                "count", "total", "percent", "low", "high", "expected_percent", "cells")}, "adjusted": _ADJUSTED},
+            # the adjusted estimate was added in version 1: older summaries stay valid
             required=("assessed", "count", "total", "percent", "low", "high", "expected_percent", "cells"),
         ),
         "not_counted": _object(

@@ -271,22 +271,22 @@ def _blasts_section(summary: dict, anchors: Anchors) -> str:
     elif not blasts.get("assessed"):
         parts.append("<p><strong>Blasts: not assessed</strong>: this cell model cannot call a blast; no count means "
                      "nothing here.</p>")
-    elif blasts.get("adjustment"):  # adjusted for the blast call's error rates: the count beside it
-        rates = blasts["adjustment"]
-        parts.append(
-            f'<p class="blasts"><strong>Blasts: {_percent(blasts["percent"])}</strong> adjusted for the blast call '
-            f'(sensitivity {rates["true_positive_rate"]:.2f}, false-positive rate {rates["false_positive_rate"]:.3f};'
-            f' 95% interval {_interval(blasts["low"], blasts["high"])}); counted {esc(blasts["count"])}/'
-            f'{esc(blasts["total"])} white cells, {_percent(blasts["percent_counted"])} (95% interval '
-            f'{_interval(blasts["low_counted"], blasts["high_counted"])}); expected '
-            f'{_percent(blasts.get("expected_percent"))} {anchors.links(blasts.get("cells", []))}</p>'
-        )
     else:
         parts.append(
             f'<p class="blasts"><strong>Blasts: {_percent(blasts["percent"])}</strong> (95% interval '
             f'{_interval(blasts["low"], blasts["high"])}; {esc(blasts["count"])}/{esc(blasts["total"])} white cells; '
             f'expected {_percent(blasts.get("expected_percent"))}) {anchors.links(blasts.get("cells", []))}</p>'
         )
+        adjusted = blasts.get("adjusted")
+        if adjusted:  # secondary: the rules test the count above
+            parts.append(
+                f'<p class="muted">Adjusted for the blast call\'s error rates, not used by the rules: '
+                f'{_percent(adjusted["percent"])} (95% interval {_interval(adjusted["low"], adjusted["high"])}; '
+                f'sensitivity {adjusted["true_positive_rate"]:.2f} from {esc(adjusted["blasts_called"])}/'
+                f'{esc(adjusted["blasts"])} blast examples, false-positive rate {adjusted["false_positive_rate"]:.3f} '
+                f'from {esc(adjusted["normals_called"])}/{esc(adjusted["normals"])} validation cells, '
+                "measured on the scorer's examples and training microscope, not on this sample's cells).</p>"
+            )
     parts += ["<h3>Flags</h3>", _findings_table(reading.get("flags", []), anchors)]
     flagged = summary.get("flagged_cells", [])
     parts.append(f"<h3>Atypical cells flagged for review ({len(flagged)})</h3>")

@@ -23,7 +23,6 @@ from leukolens.sample.interpret import (
     CellRef,
     Finding,
     Interpretation,
-    Measured,
     Suggestion,
 )
 
@@ -133,34 +132,34 @@ def _cells(refs: tuple[CellRef, ...]) -> list[dict]:
     return [{"field": r.field, "cell": r.cell} for r in refs]
 
 
-def adjustment_json(adjusted: AdjustedShare | None) -> dict | None:
-    """The blast call's error rates an adjusted share was computed with, and the counts behind them."""
+RATES_FROM = ("the blast scorer's fit: sensitivity on its blast examples, each left out of the prototypes; "
+              "false-positive rate on the normal validation cells its threshold was set on")
+"""Where the rates of an adjusted blast % were measured, written beside them in summary.json."""
+
+
+def adjusted_json(adjusted: AdjustedShare | None) -> dict | None:
+    """The secondary blast estimate, adjusted for the blast call's error rates: the share and its 95% interval
+    (percents to 0.1), the rates with the counts behind them, and where they were measured."""
     if adjusted is None:
         return None
     rates = adjusted.rates
-    return {"true_positive_rate": round(rates.true_positive_rate, 4), "blasts_called": rates.blasts_called,
-            "blasts": rates.blasts, "false_positive_rate": round(rates.false_positive_rate, 4),
-            "normals_called": rates.normals_called, "normals": rates.normals}
-
-
-def _counted_json(m: Measured) -> dict:
-    low, high = m.counted_interval
-    return {"percent_counted": _percent(m.counted_percent), "low_counted": _percent(low),
-            "high_counted": _percent(high), "adjustment": adjustment_json(m.adjusted)}
+    return {"percent": _percent(100 * adjusted.share), "low": _percent(100 * adjusted.low),
+            "high": _percent(100 * adjusted.high), "true_positive_rate": round(rates.true_positive_rate, 4),
+            "blasts_called": rates.blasts_called, "blasts": rates.blasts,
+            "false_positive_rate": round(rates.false_positive_rate, 4), "normals_called": rates.normals_called,
+            "normals": rates.normals, "rates_from": RATES_FROM}
 
 
 def finding_json(f: Finding) -> dict:
-    """One rule tested on the sample: the test, its status, the numbers (percents to 0.1) and the cells behind it;
-    a finding on an adjusted share (blasts) adds the share as counted and the rates it was adjusted with."""
+    """One rule tested on the sample: the test, its status, the numbers (percents to 0.1) and the cells behind it."""
     m = f.measured
     low, high = m.interval or (None, None)
-    found = {
+    return {
         "rule": f.rule.conclusion, "role": f.rule.role, "measure": f.rule.measure, "test": f.rule.test,
         "status": f.status, "count": m.count, "total": m.total, "percent": _percent(m.percent),
         "low": _percent(low), "high": _percent(high), "expected_percent": _percent(m.expected_percent),
         "cells": _cells(m.cells),
     }
-    return found if m.adjusted is None else {**found, **_counted_json(m)}
 
 
 def _suggestion_json(s: Suggestion) -> dict:
@@ -183,7 +182,7 @@ def interpretation_json(reading: Interpretation) -> dict:
         "differential": differential,
         "blasts": {"assessed": reading.blasts.status != NOT_ASSESSED,
                    **{k: blasts[k] for k in ("count", "total", "percent", "low", "high", "expected_percent", "cells")},
-                   **_counted_json(reading.blasts.measured)},
+                   "adjusted": adjusted_json(reading.adjusted_blasts)},
         "not_counted": {
             "smudge": {"assessed": smudge.status != NOT_ASSESSED, "count": smudge.measured.count,
                        "cells": _cells(smudge.measured.cells)},
@@ -248,11 +247,6 @@ def _numbers(f: dict) -> str:
         return "(not assessed)"
     if f["percent"] is None:
         return f"{f['count']} cells"
-    rates = f.get("adjustment")
-    if rates:
-        return (f"{f['percent']:.1f}% adjusted (95% CI {f['low']:.1f}-{f['high']:.1f}; counted {f['count']}/"
-                f"{f['total']} = {f['percent_counted']:.1f}%; TPR {rates['true_positive_rate']:.2f}, FPR "
-                f"{rates['false_positive_rate']:.3f})")
     return f"{f['percent']:.1f}% (95% CI {f['low']:.1f}-{f['high']:.1f}, {f['count']}/{f['total']})"
 
 
@@ -272,6 +266,14 @@ def _interpretation_lines(reading: dict) -> list[str]:
     """The blast percentage, flags, suggestion with its evidence, and contradictions, from the JSON."""
     blasts = reading["blasts"]
     lines = [f"blasts: {_numbers(blasts)}" if blasts["assessed"] else "blasts: not assessed by this cell model"]
+    adjusted = blasts.get("adjusted")
+    if adjusted:  # secondary: the rules below test the count above
+        lines.append(
+            f"  adjusted for the blast call's error rates (not used by the rules): {adjusted['percent']:.1f}% "
+            f"(95% CI {adjusted['low']:.1f}-{adjusted['high']:.1f}; sensitivity {adjusted['true_positive_rate']:.2f} "
+            f"from {adjusted['blasts_called']}/{adjusted['blasts']} blast examples, false-positive rate "
+            f"{adjusted['false_positive_rate']:.3f} from {adjusted['normals_called']}/{adjusted['normals']} "
+            "validation cells)")
     for f in reading["flags"]:
         cells = f"; cells {_cells_text(f['cells'])}" if f["cells"] else ""
         lines.append(f"flag: {f['rule']}: {f['measure']} {_numbers(f)} {f['test']} [{f['status']}]{cells}")

@@ -8,9 +8,9 @@ hematologist expects, and a leukemia suggestion with the numbers and cells behin
 Every threshold is a row of :data:`RULES`, one table (docs/interpretation.md renders and explains it) over the
 :data:`MEASURES`; :data:`CONFLICTS` lists the types and attributes that contradict each other. Percentages carry 95%
 Wilson intervals from the counts; the model's own uncertainty enters as expected counts (the sum of each cell's
-probabilities), a sensitivity check on a supported suggestion. The blast percentage is adjusted for the blast call's
-sensitivity and false-positive rate when the blast scorer records them (:func:`adjusted_share`, Rogan-Gladen), and the
-rules test the adjusted one. Decision support for review, not a diagnosis.
+probabilities), a sensitivity check on a supported suggestion. The blast percentage the rules test is the count;
+beside it, when the blast scorer records its sensitivity and false-positive rate, a secondary estimate adjusted for
+them (:func:`adjusted_share`, Rogan-Gladen) that no rule reads. Decision support for review, not a diagnosis.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ judged at all. At 100 cells it is 13.3-28.9%, at 200 (:data:`REFERENCE_WHITE_CEL
 REFERENCE_WHITE_CELLS = 200
 """CLSI H20-A2's reference count: under it the summary notes that the intervals are wide."""
 MIN_CALL_SEPARATION = 0.2
-"""The blast call's sensitivity minus its false-positive rate under which the blast % is not adjusted: the adjustment
+"""The blast call's sensitivity minus its false-positive rate under which no adjusted blast % is given: the adjustment
 divides by that difference, so a weak call would multiply every counting error (at 0.2, by five)."""
 BLAST = "Blast"
 SMUDGE = "Smudge"
@@ -163,15 +163,13 @@ NOT_COUNTED = (SMUDGE, UNIDENTIFIED)
 class SampleCells:
     """The white cells of a sample sorted into rows; ``classes`` are the cell model's types (blast and smudge rows
     aside), ``blasts_assessed`` says whether anything could call a blast (a blast score or a ``Blast`` class),
-    ``blast_typed`` whether the cell model has a ``Blast`` class of its own, ``blast_call`` the blast scorer's
-    error rates (None: not given)."""
+    ``blast_typed`` whether the cell model has a ``Blast`` class of its own."""
 
     cells: tuple[SortedCell, ...]
     classes: tuple[str, ...]
     blasts_assessed: bool
     smudge_assessed: bool
     blast_typed: bool = False
-    blast_call: BlastCallRates | None = None
 
     @property
     def counted(self) -> tuple[SortedCell, ...]:
@@ -182,11 +180,9 @@ class SampleCells:
         return tuple(c for c in self.cells if c.row == name)
 
 
-def sort_cells(fields: Sequence[tuple[str, AnalyzedField]], *, blast_call: BlastCallRates | None = None
-               ) -> SampleCells:
+def sort_cells(fields: Sequence[tuple[str, AnalyzedField]]) -> SampleCells:
     """Each white cell of the fields in its row: a blast (``prediction.is_blast``) is a Blast whatever its type
-    label; a ``Smudge`` label and a cell the model could not read are kept out of the 100%. ``blast_call``: the
-    blast scorer's error rates, with which the blast % is adjusted."""
+    label; a ``Smudge`` label and a cell the model could not read are kept out of the 100%."""
     cells, classes, blasts_assessed, smudge_assessed, blast_typed = [], {}, False, False, False
     for stem, f in fields:
         for cell in f.cells:
@@ -203,7 +199,7 @@ def sort_cells(fields: Sequence[tuple[str, AnalyzedField]], *, blast_call: Blast
                 else p.label
             cells.append(SortedCell(CellRef(stem, cell.number), row, p))
     types = tuple(c for c in classes if c not in (BLAST, SMUDGE, *UNREADABLE))
-    return SampleCells(tuple(cells), types, blasts_assessed, smudge_assessed, blast_typed, blast_call)
+    return SampleCells(tuple(cells), types, blasts_assessed, smudge_assessed, blast_typed)
 
 
 def row_probabilities(prediction: CellPrediction) -> dict[str, float]:
@@ -225,42 +221,29 @@ def row_probabilities(prediction: CellPrediction) -> dict[str, float]:
 @dataclass(frozen=True)
 class Measured:
     """What a measure counts: ``count`` of ``total`` (None for a plain count), the cells counted, the expected
-    share from the model's probabilities (a fraction; None when not computed), whether the cell model could
-    measure it at all, and the share adjusted for the call's error rates (blasts only; None: as counted)."""
+    share from the model's probabilities (a fraction; None when not computed), and whether the cell model could
+    measure it at all."""
 
     count: int
     total: int | None
     cells: tuple[CellRef, ...]
     expected: float | None = None
     assessed: bool = True
-    adjusted: AdjustedShare | None = None
 
     @property
-    def counted_percent(self) -> float | None:
+    def percent(self) -> float | None:
         """``count`` in percent of ``total`` (0 when total is 0; None for a plain count)."""
         if self.total is None:
             return None
         return 100 * self.count / self.total if self.total else 0.0
 
     @property
-    def counted_interval(self) -> tuple[float, float] | None:
-        """The 95% Wilson interval of :attr:`counted_percent`, in percent, from the counts."""
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% Wilson interval of :attr:`percent`, in percent, from the counts."""
         if self.total is None:
             return None
         low, high = wilson_interval(self.count, self.total)
         return 100 * low, 100 * high
-
-    @property
-    def percent(self) -> float | None:
-        """What the rules test: the adjusted share in percent when there is one, else :attr:`counted_percent`."""
-        return self.counted_percent if self.adjusted is None else 100 * self.adjusted.share
-
-    @property
-    def interval(self) -> tuple[float, float] | None:
-        """The 95% interval of :attr:`percent`, in percent."""
-        if self.adjusted is None:
-            return self.counted_interval
-        return 100 * self.adjusted.low, 100 * self.adjusted.high
 
     @property
     def expected_percent(self) -> float | None:
@@ -288,37 +271,14 @@ def _type_share(name: str) -> Callable[[SampleCells], Measured]:
     return measure
 
 
-def blast_adjustment(sample: SampleCells, count: int, total: int) -> tuple[AdjustedShare | None, str | None]:
-    """The blast share adjusted for the blast call's error rates, or None with why not (None: nothing to say)."""
-    if not sample.blasts_assessed or total <= 0:
-        return None, None
-    if sample.blast_typed:
-        return None, ("blast % as counted: the cell model types blasts itself, and the blast scorer's error rates "
-                      "do not describe those calls")
-    rates = sample.blast_call
-    if rates is None:
-        return None, ("blast % as counted, not adjusted for the blast call's sensitivity and false-positive rate: "
-                      "none given (a blast scorer fitted before they were measured, or blast examples added for this "
-                      "run; refit with `leukolens train blast`)")
-    adjusted = adjusted_share(count, total, rates)
-    tpr, fpr = rates.true_positive_rate, rates.false_positive_rate
-    if adjusted is None:
-        return None, (f"blast % as counted, not adjusted: the blast call's sensitivity (TPR {tpr:.2f}) minus its "
-                      f"false-positive rate (FPR {fpr:.3f}) is under {MIN_CALL_SEPARATION:g}, too weak a call to "
-                      "correct for")
-    return adjusted, (
-        f"blast % adjusted for the blast call's error rates: {count}/{total} cells called blast "
-        f"({100 * count / total:.1f}%), sensitivity (TPR) {tpr:.2f} ({rates.blasts_called}/{rates.blasts} blast "
-        f"examples, each left out), false-positive rate (FPR) {fpr:.3f} ({rates.normals_called}/{rates.normals} "
-        f"normal validation cells): (counted - FPR) / (TPR - FPR) = {100 * adjusted.share:.1f}% (95% CI "
-        f"{100 * adjusted.low:.1f}-{100 * adjusted.high:.1f}, also over the rates' own intervals); rates measured "
-        "on the scorer's examples and training microscope, which may differ from this sample's")
-
-
-def _blasts(sample: SampleCells) -> Measured:
-    measured = _type_share(BLAST)(sample)
-    adjusted, _ = blast_adjustment(sample, measured.count, measured.total)
-    return replace(measured, adjusted=adjusted)
+def adjusted_blasts(sample: SampleCells, rates: BlastCallRates | None) -> AdjustedShare | None:
+    """The secondary blast estimate: the share of cells called blast adjusted for the blast call's error rates. None
+    when blasts are not assessed or no white cell was counted, without rates (an older fit, or blast examples added for
+    one run), when the cell model types blasts itself (the rates describe the scorer's call, not those), or when
+    the call is too weak to correct for (:data:`MIN_CALL_SEPARATION`)."""
+    if not sample.blasts_assessed or sample.blast_typed or rates is None:
+        return None
+    return adjusted_share(len(sample.row(BLAST)), len(sample.counted), rates)
 
 
 def _atypical_lymphocytes(sample: SampleCells) -> Measured:
@@ -388,9 +348,8 @@ MEASURES: dict[str, Measure] = {
     for m in (
         Measure("white cells counted", "white cells in the differential (smudge and unidentified cells aside)",
                 "cells", lambda sample: Measured(len(sample.counted), None, ())),
-        Measure("blasts", "cells called blast (a `Blast` type or a suspected blast), % of white cells counted; "
-                "adjusted for the blast call's sensitivity and false-positive rate when the blast scorer records "
-                "them", "%", _blasts),
+        Measure("blasts", "cells called blast (a `Blast` type or a suspected blast), % of white cells counted", "%",
+                _type_share(BLAST)),
         Measure("immature granulocytes", "`Immature granulocyte` cells (promyelocytes, myelocytes, "
                 "metamyelocytes), % of white cells counted", "%", _type_share("Immature granulocyte")),
         Measure("eosinophils", "`Eosinophil` cells, % of white cells counted", "%", _type_share("Eosinophil")),
@@ -630,16 +589,11 @@ def half_supported(suggestion: Suggestion) -> Contradiction:
 
 
 def finding_text(f: Finding) -> str:
-    """``12.0% (95% CI 7.0-19.8, 12/100)``, or ``48 cells`` for a plain count; an adjusted share says so, with the
-    count and the rates: ``8.0% adjusted (95% CI 2.1-15.9; counted 12/100 = 12.0%; TPR 0.92, FPR 0.050)``."""
+    """``12.0% (95% CI 7.0-19.8, 12/100)``, or ``48 cells`` for a plain count."""
     m = f.measured
     if m.total is None:
         return f"{m.count} cells"
     low, high = m.interval
-    if m.adjusted is not None:
-        rates = m.adjusted.rates
-        return (f"{m.percent:.1f}% adjusted (95% CI {low:.1f}-{high:.1f}; counted {m.count}/{m.total} = "
-                f"{m.counted_percent:.1f}%; TPR {rates.true_positive_rate:.2f}, FPR {rates.false_positive_rate:.3f})")
     return f"{m.percent:.1f}% (95% CI {low:.1f}-{high:.1f}, {m.count}/{m.total})"
 
 
@@ -648,7 +602,9 @@ class Interpretation:
     """A sample read as a hematologist would: ``white_cells`` counted (in the 100%); ``rows``, the differential
     (type -> what was counted, most first; blasts a row of their own when the cell model can call them); the
     ``blasts`` and ``smudge`` findings; the ``unidentified`` cells (out of the 100% like smudge cells); the ``flags``
-    that hold; the ``suggestion`` and the others the evidence supports or leaves possible (``also_possible``)."""
+    that hold; the ``suggestion`` and the others the evidence supports or leaves possible (``also_possible``);
+    ``adjusted_blasts``, the blast share adjusted for the blast call's error rates, reported beside the counted one
+    and read by no rule (None: not computed, :func:`adjusted_blasts`)."""
 
     white_cells: int
     rows: dict[str, Measured]
@@ -662,6 +618,7 @@ class Interpretation:
     notes: tuple[str, ...]
     minimum_cells: int = MIN_WHITE_CELLS
     disclaimer: str = DISCLAIMER
+    adjusted_blasts: AdjustedShare | None = None
 
 
 def _rule(conclusion: str) -> Rule:
@@ -673,10 +630,10 @@ def interpret(fields: Sequence[tuple[str, AnalyzedField]], *, minimum_cells: int
     """Read a sample's analysed fields (each named by its output stem) into an :class:`Interpretation`.
 
     Args:
-        blast_call: the blast scorer's sensitivity and false-positive rate (``CellReader.blast_call_rates``): the
-            blast % is adjusted with them and the rules test the adjusted one; None: as counted, and said so.
+        blast_call: the blast scorer's sensitivity and false-positive rate (``CellReader.blast_call_rates``), for
+            the secondary adjusted blast % (:attr:`Interpretation.adjusted_blasts`); the rules test the counted one.
     """
-    sample = sort_cells(fields, blast_call=blast_call)
+    sample = sort_cells(fields)
     counted = len(sample.counted)
     order = (*sample.classes, *(c.row for c in sample.counted))
     names = [n for n in dict.fromkeys(order) if n != BLAST or sample.blasts_assessed]
@@ -691,9 +648,6 @@ def interpret(fields: Sequence[tuple[str, AnalyzedField]], *, minimum_cells: int
         notes.append(f"{len(unidentified)} white cells not identified by the cell model (kept out of the 100%)")
     if counted and not sample.blasts_assessed:
         notes.append("this cell model does not call blasts (no blast score, no Blast class): blasts not assessed")
-    _, adjustment = blast_adjustment(sample, len(sample.row(BLAST)), counted)
-    if adjustment:
-        notes.append(adjustment)
     if minimum_cells <= counted < REFERENCE_WHITE_CELLS:
         notes.append(f"{counted} white cells counted, fewer than the {REFERENCE_WHITE_CELLS} of a reference "
                      "differential (CLSI H20-A2): the intervals are wide")
@@ -715,4 +669,5 @@ def interpret(fields: Sequence[tuple[str, AnalyzedField]], *, minimum_cells: int
     return Interpretation(
         counted, rows, evaluate(_rule("blasts present"), sample), evaluate(_rule("smudge cells"), sample),
         unidentified, flags, suggestion, tuple(ranked[1:]), tuple(contradictions), tuple(notes), minimum_cells,
+        adjusted_blasts=adjusted_blasts(sample, blast_call),
     )
