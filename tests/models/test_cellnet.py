@@ -146,3 +146,20 @@ def test_mix_style_swaps_feature_statistics_in_training_only_and_leaves_the_netw
     torch.manual_seed(1)
     assert not torch.allclose(trained, plain(images).class_logits)
     assert model.config == plain.config  # a training option: the checkpoint and its hash do not change
+
+
+def test_atypicality_threshold_holds_for_each_microscope_not_only_the_largest():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 32)) * 4
+    labels = rng.integers(0, 3, 600)
+    big = centres[labels] + rng.normal(size=(600, 32))  # the microscope most training cells come from
+    small = centres[rng.integers(0, 3, 600)] + rng.normal(size=(600, 32)) * 1.6  # another: the same cells, noisier
+    train = np.concatenate([big[:400], small[:200]])
+    scorer = fit_scorer(train, np.concatenate([labels[:400], labels[:200]]), method="knn", components=16)
+    known, groups = np.concatenate([big[400:], small[200:260]]), np.array(["big"] * 200 + ["small"] * 60)
+    pooled = scorer.calibrate(known)
+    small_test = small[260:]
+    assert (scorer.score(small_test) > pooled).mean() > 0.10  # the pooled threshold flags the smaller microscope
+    grouped = scorer.calibrate(known, groups=groups)
+    assert grouped >= pooled and (scorer.score(small_test) > grouped).mean() <= 0.10
+    assert (scorer.score(big[400:]) > grouped).mean() <= 0.05

@@ -19,6 +19,8 @@ import torch
 
 METHODS = ("knn", "mahalanobis")
 FEATURES = ("embedding", "heads", "both")
+MIN_GROUP = 20
+"""Validation cells a microscope needs for its own threshold quantile (see :meth:`AtypicalityScorer.calibrate`)."""
 
 
 @dataclass
@@ -53,9 +55,21 @@ class AtypicalityScorer:
         distances = ((projected[:, None, :] - bank[None, :, :]) ** 2).sum(-1)  # [cells, classes]
         return np.sqrt(distances.min(axis=1))
 
-    def calibrate(self, known_features: np.ndarray, quantile: float = 0.95) -> float:
-        """Set the threshold so that ``1 - quantile`` of these known cells are flagged; returns it."""
-        self.threshold = float(np.quantile(self.score(known_features), quantile))
+    def calibrate(self, known_features: np.ndarray, quantile: float = 0.95, groups=None) -> float:
+        """Set the threshold so that ``1 - quantile`` of these known cells are flagged; returns it.
+
+        With ``groups`` (each cell's microscope or data set), the threshold is the highest of the groups' own
+        quantiles, so that at most ``1 - quantile`` of any one microscope's ordinary cells are flagged: pooled, the
+        largest set decides and a smaller microscope's ordinary cells get flagged for their style. Groups of fewer
+        than :data:`MIN_GROUP` cells have no quantile of their own.
+        """
+        scores = self.score(known_features)
+        self.threshold = float(np.quantile(scores, quantile))
+        if groups is not None:
+            groups = np.asarray(groups)
+            for group in np.unique(groups):
+                if (groups == group).sum() >= MIN_GROUP:
+                    self.threshold = max(self.threshold, float(np.quantile(scores[groups == group], quantile)))
         return self.threshold
 
     def as_dict(self) -> dict:

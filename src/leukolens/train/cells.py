@@ -557,7 +557,9 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
         which=config.atypicality_features,
         seed=config.seed,
     )
-    threshold = scorer.calibrate(features[config.val_split][0])
+    roots = [Path(d).resolve() for d in (config.data, *config.extra_data)]
+    sources = [next((str(r) for r in roots if Path(s.image).resolve().is_relative_to(r)), "") for s in val_samples]
+    threshold = scorer.calibrate(features[config.val_split][0], groups=sources)
     checkpoint.atypicality = scorer.as_dict()
     checkpoint.training_stain = training_stain_reference(training_crops)
     checkpoint.state_dict["temperatures"] = torch.tensor(temperatures)
@@ -566,6 +568,6 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
         + ", ".join(f"{t:.2f}" for t in temperatures[1:]))
     log(
         f"atypicality ({config.atypicality_method} on {config.atypicality_features}): threshold {threshold:.3f} "
-        "flags 5% of validation cells"
+        f"flags at most 5% of any training data set's validation cells ({len(set(sources))} data sets)"
     )
     return checkpoint.atypicality
