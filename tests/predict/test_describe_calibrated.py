@@ -16,7 +16,8 @@ def test_describe_with_a_calibrated_cell_model(tmp_path, capsys):
     image = sorted((cells / "Monocyte").glob("*.png"))[:1]
     _, before = plain.embed_files(image)
     _, after = adapted.embed_files(image)
-    # A base model trained with fixed statistics keeps them through calibration (only its head is refit).
+    # A base model trained with fixed statistics keeps them through calibration; the weights calibration fine-tuned
+    # are not the image tower's (its projection learnt the base network's features).
     new_statistics = not calibrated.fixed_norm_statistics
     assert before.shape == after.shape and (abs(before - after).max() > 1e-4) == new_statistics
     assert adapted.identity != plain.identity  # a gallery index built with one is not reused by the other

@@ -221,10 +221,13 @@ def _other_cell_model(config: ImageTowerConfig, path: Path, cell_checkpoint) -> 
 class ImageTower:
     """The frozen image network: ``uint8`` crops in, feature vectors out."""
 
-    def __init__(self, config: ImageTowerConfig, *, check: bool = True, cell_checkpoint=None):
+    def __init__(self, config: ImageTowerConfig, *, check: bool = True, cell_checkpoint=None, calibrated=None):
         """Args:
         check: refuse a cell model whose SHA-256 differs from the one in ``config``.
         cell_checkpoint: the cell model, when already loaded (else read from ``config.cell_model``).
+        calibrated: the cell model calibrated to a lab's microscope (``leukolens calibrate``): its batch-norm
+            statistics and stain reference replace the tower's, its weights do not. The projection learnt the
+            base network's features; a calibration that fine-tuned the backbone would move them under it.
         """
         self.config = config
         self.stain = None
@@ -241,6 +244,11 @@ class ImageTower:
             self.network = cell_checkpoint.build()
             # A cell model that normalises every crop's stain: do as it does.
             self.stain = cell_checkpoint.preprocess.stain_normalizer()
+            if calibrated is not None:
+                statistics = {k: v for k, v in calibrated.build().state_dict().items()
+                              if k.startswith("backbone.") and k.endswith(("running_mean", "running_var"))}
+                self.network.load_state_dict(statistics, strict=False)
+                self.stain = calibrated.preprocess.stain_normalizer()
         elif config.kind == "imagenet":
             from leukolens.models.backbones import build_backbone
 

@@ -200,8 +200,7 @@ class ImageTextPredictor:
             else:
                 from leukolens.models.checkpoint import load_checkpoint
 
-                self._tower = ImageTower(self.checkpoint.config.image_tower, check=False,
-                                         cell_checkpoint=load_checkpoint(self.cells))
+                self._tower = ImageTower(self.checkpoint.config.image_tower, calibrated=load_checkpoint(self.cells))
         return self._tower
 
     @property
