@@ -265,7 +265,7 @@ def section(settings=tuple(SETTINGS)) -> str:
         )
     lines += [
         "",
-        "`leukolens calibrate --finetune-epochs 0` (the head only) with labelled cells of the never-seen domain "
+        "`leukolens calibrate` (the head only: the default) with labelled cells of the never-seen domain "
         "(drawn evenly over the five classes from its train split, seed 0), tested on its held-out cells (PBC test, "
         "BCCD val and test, Chula's validation slides): accuracy, and share of those ordinary cells flagged atypical.",
         "",
@@ -283,8 +283,8 @@ def section(settings=tuple(SETTINGS)) -> str:
     if tuned or tuned_rows:
         lines += [
             "",
-            f"The same with `calibrate --finetune-epochs {FINETUNE_EPOCHS}` (the default): after the head is refit, "
-            "the backbone's last two stages and the class head train on the lab's cells with the robust "
+            f"The same with `calibrate --finetune-epochs {FINETUNE_EPOCHS}` (keeps no blast score): after the head is "
+            "refit, the backbone's last two stages and the class head train on the lab's cells with the robust "
             "augmentation, batch-norm statistics kept, the attribute heads held to the base model's readings "
             "(`train/calibrate.py`).",
             "",

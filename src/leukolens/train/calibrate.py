@@ -47,8 +47,10 @@ class CalibrateConfig:
     # The attribute heads are held to the base model's readings of the same views (distillation), so that what
     # the calibrated model says of morphology does not drift with the features. Measured with 100 cells of a
     # never-seen microscope (benchmarks/cell_domains.py): 15 epochs beat the head alone on PBC, BCCD and Chula
-    # (+3.0, +8.0 and +1.4 points) in 60-81 s on 2 cores; a class the base model does not know turns it off.
-    finetune_epochs: int = 15
+    # (+3.0, +8.0 and +1.4 points) in 60-81 s on 2 cores. Off by default all the same: the blast scorer's
+    # examples are embeddings of the base network, so a fine-tuned model loses its blast score until the lab refits
+    # it with blast examples of its own (`leukolens train blast`); the head alone keeps it.
+    finetune_epochs: int = 0
     finetune_stages: int = 2  # the last stages of the backbone (and its final 1x1 convolution) that train
     finetune_lr: float = 2e-4
     finetune_batch: int = 32
