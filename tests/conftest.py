@@ -27,7 +27,8 @@ def make_image(path: Path, size: tuple[int, int] = (64, 48), colour=(200, 120, 1
     return path
 
 
-LAB_CELL_COLOURS = {"Lymphocyte": (150, 40, 160), "Basophil": (40, 40, 120), "Monocyte": (120, 150, 200)}
+LAB_CELL_COLOURS = {"Lymphocyte": (150, 40, 160), "Basophil": (40, 40, 120), "Monocyte": (120, 150, 200),
+                    "Plasma cell": (70, 90, 180)}
 
 
 def lab_cells_folder(root: Path, counts: dict[str, int]) -> Path:

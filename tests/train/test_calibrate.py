@@ -73,6 +73,12 @@ def test_calibrate_keeps_the_blast_scorer_only_while_the_network_statistics_stay
     assert kept.blast is not None and kept.blast.keys() == shipped.blast.keys() and report.notes == ()
     dropped, report = calibrate(shipped, *cells, CalibrateConfig(steps=10, adapt_norm=True, finetune_epochs=0))
     assert dropped.blast is None and "leukolens train blast" in report.summary()
+    tuned, report = calibrate(shipped, *cells, CalibrateConfig(steps=10, adapt_norm=False, finetune_epochs=1))
+    assert tuned.blast is None and "features changed" in report.summary()
+    root = lab_cells_folder(tmp_path / "new", {"Lymphocyte": 5, "Basophil": 5, "Plasma cell": 5})
+    learnt, report = calibrate(shipped, *lab_cells(root, shipped.config.classes),
+                               CalibrateConfig(steps=10, adapt_norm=False, finetune_epochs=1))
+    assert "no fine-tuning" in report.summary() and learnt.blast is not None  # nothing moved the features
 
 
 def test_calibrate_fine_tunes_only_the_last_stages_and_says_so(base, tmp_path):

@@ -283,8 +283,10 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
         base_logits = model.class_head(torch.from_numpy(base_embeddings)).numpy()
     base_accuracy = float((base_logits.argmax(1) == labels).mean())
     notes = []
+    features_changed = False  # the blast scorer's embeddings came from the base network: it goes when they move
     if _adapts_norm(config, checkpoint):
         adapt_norm(model, _inputs(views, checkpoint))
+        features_changed = True
         if checkpoint.blast:
             # Its normal and blast embeddings came from the base network's statistics, no longer this network's.
             notes.append("the blast scorer was left out (new normalisation statistics): refit it with "
@@ -297,6 +299,7 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
         _set_head(model, w, b)
         wide = _crops(samples, crop.cache_size, crop.context * crop.cache_margin)
         finetune(model, wide, labels, checkpoint, config)
+        features_changed = True
         notes.append(f"the backbone's last {config.finetune_stages} stages were fine-tuned for "
                      f"{config.finetune_epochs} epochs on these cells")
         if checkpoint.blast and not any("blast scorer" in n for n in notes):
@@ -326,7 +329,7 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
     w, b = fit_head(embeddings, view_labels, weight, bias, config)
 
     calibrated = copy.deepcopy(checkpoint)
-    if notes:
+    if features_changed:
         calibrated.blast = None
     state = {k: v.clone() for k, v in model.state_dict().items()}
     prefix = "class_head." + str(len(model.class_head) - 1)
