@@ -214,9 +214,9 @@ def _curve_row(setting: str, held_out: str, curve: dict) -> str:
     return f"| {setting} | {held_out} | {curve[str(SHOTS[0])]['cells']} | {cells} | {seconds:.0f} |"
 
 
-def earlier_rows(table: int) -> dict[tuple[str, str], str]:
-    """(setting, domain) -> its row in table ``table`` (0: leave one domain out, 1: calibrate) of the section as
-    docs/benchmarks.md has it now: runs measured before their scores were kept in :data:`RESULTS`."""
+def earlier_rows() -> list[dict[tuple[str, str], str]]:
+    """Each table of the section as docs/benchmarks.md has it now (leave one domain out, calibrate, calibrate
+    fine-tuned), as (setting, domain) -> row: runs measured before their scores were kept in :data:`RESULTS`."""
     doc = REPO / "docs" / "benchmarks.md"
     text = doc.read_text() if doc.is_file() else ""
     start, end = text.find("<!-- bench:cell_domains -->"), text.find("<!-- /bench:cell_domains -->")
@@ -230,15 +230,22 @@ def earlier_rows(table: int) -> dict[tuple[str, str], str]:
             rows[(cells[0], cells[1])] = line
         elif not line.startswith("|"):
             rows = None
-    return tables[table] if len(tables) > table else {}
+    return tables + [{}] * (3 - len(tables))
+
+
+CURVE_HEADER = [
+    "| setting | domain | held-out cells | " + " | ".join(f"{n} cells" for n in SHOTS) + " | seconds (100) |",
+    "|---|---|---|" + "---|" * len(SHOTS) + "---|",
+]
 
 
 def section(settings=tuple(SETTINGS)) -> str:
     scored = [(s, d) for s in settings for d in DOMAINS
               if (RESULTS / f"{s}-without-{d}.json").is_file() or (RUNS / f"{s}-without-{d}" / "done").is_file()]
-    carried = [earlier_rows(0), earlier_rows(1)]
+    carried = earlier_rows()
     earlier = {k for k in carried[0] if k[0] in settings and k[1] in DOMAINS}
     done = sorted(set(scored) | earlier, key=lambda k: (list(SETTINGS).index(k[0]), list(DOMAINS).index(k[1])))
+    results = {k: evaluate_run(*k) for k in done if k in scored}
     lines = [
         "## Cells on microscopes never trained on: leave one domain out, per-sample adaptation, calibrate",
         "",
@@ -255,7 +262,7 @@ def section(settings=tuple(SETTINGS)) -> str:
         if (setting, held_out) not in scored:
             lines.append(carried[0][(setting, held_out)])
             continue
-        r = evaluate_run(setting, held_out)
+        r = results[(setting, held_out)]
         d, a, m, ma = r[held_out], r[f"{held_out} adapted"], r["Munich"], r["Munich adapted"]
         recall = ", ".join(f"{c} {_pct(v)} of {a['per_class_cells'][c]}" for c, v in a["per_class_recall"].items())
         lines.append(
@@ -269,17 +276,16 @@ def section(settings=tuple(SETTINGS)) -> str:
         "(drawn evenly over the five classes from its train split, seed 0), tested on its held-out cells (PBC test, "
         "BCCD val and test, Chula's validation slides): accuracy, and share of those ordinary cells flagged atypical.",
         "",
-        "| setting | domain | held-out cells | " + " | ".join(f"{n} cells" for n in SHOTS) + " | seconds (100) |",
-        "|---|---|---|" + "---|" * len(SHOTS) + "---|",
+        *CURVE_HEADER,
     ]
     for setting, held_out in done:
         if (setting, held_out) not in scored:
             if (setting, held_out) in carried[1]:
                 lines.append(carried[1][(setting, held_out)])
             continue
-        lines.append(_curve_row(setting, held_out, evaluate_run(setting, held_out)["calibrate"]))
-    tuned = [(s, d) for s, d in done if (s, d) in scored and "calibrate fine-tuned" in evaluate_run(s, d)]
-    tuned_rows = [row for key, row in earlier_rows(2).items() if key not in tuned and key in carried[0]]
+        lines.append(_curve_row(setting, held_out, results[(setting, held_out)]["calibrate"]))
+    tuned = [k for k in done if k in results and "calibrate fine-tuned" in results[k]]
+    tuned_rows = [row for key, row in carried[2].items() if key not in tuned and key in carried[0]]
     if tuned or tuned_rows:
         lines += [
             "",
@@ -288,12 +294,11 @@ def section(settings=tuple(SETTINGS)) -> str:
             "augmentation, batch-norm statistics kept, the attribute heads held to the base model's readings "
             "(`train/calibrate.py`).",
             "",
-            "| setting | domain | held-out cells | " + " | ".join(f"{n} cells" for n in SHOTS) + " | seconds (100) |",
-            "|---|---|---|" + "---|" * len(SHOTS) + "---|",
+            *CURVE_HEADER,
             *tuned_rows,
         ]
     for setting, held_out in tuned:
-        lines.append(_curve_row(setting, held_out, evaluate_run(setting, held_out)["calibrate fine-tuned"]))
+        lines.append(_curve_row(setting, held_out, results[(setting, held_out)]["calibrate fine-tuned"]))
     demo = demo_agreement()
     lines += ["", f"`make demo` (`analyze` on its six bundled BCCD test fields, the shipped models): "
               f"{demo['right']} of {demo['cells']} white cells typed as BCCD types them (target 6 of 7); the PBC-only "

@@ -283,14 +283,12 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
         base_logits = model.class_head(torch.from_numpy(base_embeddings)).numpy()
     base_accuracy = float((base_logits.argmax(1) == labels).mean())
     notes = []
-    features_changed = False  # the blast scorer's embeddings came from the base network: it goes when they move
+    # What moved the network's features: the blast scorer's normal and blast embeddings came from the base
+    # network, so it goes when they move.
+    changed = []
     if _adapts_norm(config, checkpoint):
         adapt_norm(model, _inputs(views, checkpoint))
-        features_changed = True
-        if checkpoint.blast:
-            # Its normal and blast embeddings came from the base network's statistics, no longer this network's.
-            notes.append("the blast scorer was left out (new normalisation statistics): refit it with "
-                         "`leukolens train blast --checkpoint` on the calibrated model")
+        changed.append("new normalisation statistics")
     embeddings, head_features = _embeddings(model, views, checkpoint)
     if config.finetune_epochs > 0 and new_classes:
         notes.append("no fine-tuning: it needs every class known to the base model (learn new classes first)")
@@ -299,12 +297,9 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
         _set_head(model, w, b)
         wide = _crops(samples, crop.cache_size, crop.context * crop.cache_margin)
         finetune(model, wide, labels, checkpoint, config)
-        features_changed = True
+        changed.append("backbone fine-tuned")
         notes.append(f"the backbone's last {config.finetune_stages} stages were fine-tuned for "
                      f"{config.finetune_epochs} epochs on these cells")
-        if checkpoint.blast and not any("blast scorer" in n for n in notes):
-            notes.append("the blast scorer was left out (the features changed): refit it with "
-                         "`leukolens train blast --checkpoint` on the calibrated model")
         embeddings, head_features = _embeddings(model, views, checkpoint)
 
     linear = model.class_head[-1]
@@ -329,8 +324,11 @@ def calibrate(checkpoint, samples: list[CellSample], names: list[str], config: C
     w, b = fit_head(embeddings, view_labels, weight, bias, config)
 
     calibrated = copy.deepcopy(checkpoint)
-    if features_changed:
+    if changed:
         calibrated.blast = None
+        if checkpoint.blast:
+            notes.append(f"the blast scorer was left out (the features changed: {', '.join(changed)}): refit it "
+                         "with `leukolens train blast --checkpoint` on the calibrated model")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     prefix = "class_head." + str(len(model.class_head) - 1)
     state[f"{prefix}.weight"] = torch.from_numpy(w).to(state[f"{prefix}.weight"].dtype)
