@@ -15,6 +15,8 @@ Protocol (fixed before any test domain was looked at):
   keeps its ImageNet statistics), ``+per-cell`` (also each crop standardised by its own colour statistics) and
   ``+self-training`` (also the boxed, untyped white cells of TXL-PBC's Raabin-WBC and BCDD fields, typed by a
   mean teacher where it is confident: :mod:`leukolens.train.unlabelled`).
+  ``+averaged``: the checkpoint holds the uniform average of the weights over the last half of the planned steps,
+  and validation reads that average (SWAD-style weight averaging, :class:`leukolens.train.ema.WeightAverage`).
 - Budget: ``EPOCHS`` epochs per model (an epoch budget, not minutes, so that a busy machine does not change the
   result), seed 0, the best epoch on the training domains' validation cells kept. A cell counts as right when the
   model's top class among all its classes is the true one.
@@ -59,6 +61,8 @@ SETTINGS = {
                                                   "self_training": True},
     "robust+frozen-norm+per-cell+mix-style": {"augment": "robust", "freeze_norm": True, "input_norm": "per-cell",
                                               "mix_style": 0.5},
+    "robust+frozen-norm+per-cell+averaged": {"augment": "robust", "freeze_norm": True, "input_norm": "per-cell",
+                                             "average_weights": 0.5},
 }
 UNLABELLED = SHARED / "txl_pbc"
 UNLABELLED_SOURCES = ("Raabin-WBC", "BCDD")
@@ -77,6 +81,7 @@ def run_config(setting: str, held_out: str, *, epochs: int = EPOCHS) -> TrainCel
         freeze_norm=options["freeze_norm"],
         input_norm=options.get("input_norm", "dataset"),
         mix_style=options.get("mix_style", 0.0),
+        average_weights=options.get("average_weights", 0.0),
         unlabelled_data=(str(UNLABELLED),) if options.get("self_training") else (),
         unlabelled_sources=tuple(s for s in UNLABELLED_SOURCES if not (held_out == "BCCD" and s == "BCDD")),
         epochs=epochs,

@@ -191,6 +191,8 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
            help="per-cell: standardise each crop's colours by its own statistics (for microscopes never trained on)")
     option("--mix-style", "mix_style", float, metavar="P",
            help="mix feature styles across each training batch with probability P (MixStyle; 0: off)")
+    option("--average-weights", "average_weights", float, metavar="SHARE",
+           help="keep the average of the weights over this last share of the planned steps (e.g. 0.5; 0: off)")
     cells.add_argument("--no-atypicality", action="store_true", help="skip fitting the atypicality score")
     cells.add_argument(
         "--atypicality",

@@ -38,7 +38,7 @@ from leukolens.train.distributed import (
     unwrap,
     wrap,
 )
-from leukolens.train.ema import ModelEMA
+from leukolens.train.ema import ModelEMA, WeightAverage
 from leukolens.train.loop import (
     Batches,
     MeanLosses,
@@ -108,6 +108,9 @@ class CellOptimConfig:
     pseudo_threshold: float = 0.8
     pseudo_weight: float = 1.0
     teacher_momentum: float = 0.999
+    # Weight averaging: the checkpoint holds the uniform average of the weights over this last share of the planned
+    # steps (0: off; train/ema.py WeightAverage). Validation, and so the best epoch, reads the average.
+    average_weights: float = 0.0
 
 
 @dataclass
@@ -264,12 +267,13 @@ def train_one_epoch(
     deadline: float | None = None,
     unlabelled: Iterator[UnlabelledBatch] | None = None,
     teacher: ModelEMA | None = None,
+    average: WeightAverage | None = None,
 ) -> dict[str, float]:
     """One pass over ``batches`` (epoch ``epoch``, 0-based), one step each; returns the mean of each loss part.
 
     With ``unlabelled`` batches and a ``teacher``, each step also learns the teacher's confident types of unlabelled
-    cells (:func:`leukolens.train.unlabelled.pseudo_label_loss`), and the teacher follows the model. ``model`` may be
-    wrapped in DistributedDataParallel."""
+    cells (:func:`leukolens.train.unlabelled.pseudo_label_loss`), and the teacher follows the model. With
+    ``average``, the weight average takes in each step. ``model`` may be wrapped in DistributedDataParallel."""
     train_mode(model)
     attribute_names = tuple(a.name for a in unwrap(model).config.attributes)
     names = ("total", "class", "attributes") + (("pseudo", "pseudo_share") if unlabelled is not None else ())
@@ -289,6 +293,8 @@ def train_one_epoch(
         optimisation_step(optimizer, scheduler, parts["total"])
         if teacher is not None:
             teacher.update(unwrap(model))
+        if average is not None:
+            average.update(unwrap(model))
         losses.add(parts)
         if past(deadline):
             break
@@ -366,10 +372,16 @@ def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: C
     schedule, horizon = warmup_cosine(max(1, steps_per_epoch * config.epochs))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start_epoch, best_score, stale, history = 0, -1.0, 0, []
+    average = None
+    if config.average_weights > 0:
+        planned = steps_per_epoch * config.epochs
+        average = WeightAverage(model, start=max(1, round(planned * (1 - config.average_weights))))
     if resume and (out / "last.pt").is_file():
         last = load_checkpoint(out / "last.pt")
         start_epoch, best_score, history = restore_run(model, optimizer, scheduler, last.state_dict, last.extra)
         stale = last.extra["stale"]
+        if average is not None and "average" in last.extra:
+            average.restore(last.extra["average"])
         rng = np.random.default_rng(config.seed + start_epoch)
         log(f"resuming after epoch {start_epoch} (best score so far {best_score:.4f})")
     started = time.time() - 60 * (history[-1]["minutes"] if history else 0.0)  # a resumed run keeps its clock
@@ -381,7 +393,7 @@ def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: C
         epoch_started = time.time()
         losses = train_one_epoch(trained, optimizer, progress(f"epoch {epoch + 1}")(batches), epoch,
                                  scheduler=scheduler, config=config, deadline=deadline, unlabelled=unlabelled,
-                                 teacher=teacher)
+                                 teacher=teacher, average=average)
         losses = mean_over_ranks(losses)
         train_seconds = time.time() - epoch_started
         if not ranks.is_main:  # rank 0 validates and writes; the others take its decisions
@@ -389,9 +401,11 @@ def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: C
             if stop:
                 break
             continue
+        # The network validated and kept: the weight average once it has begun, else the model itself.
+        kept = average.module if average is not None else model
         with all_cores(ranks):
             predictions = run_model(
-                model, val_crops, input_size=crop.input_size, mean=spec.mean, std=spec.std, margin=crop.eval_margin
+                kept, val_crops, input_size=crop.input_size, mean=spec.mean, std=spec.std, margin=crop.eval_margin
             )
         metrics = cell_metrics(predictions, val_samples, classes=classes, attributes=attributes)
         score = metrics["class"]["accuracy"] + metrics.get("mean_attribute_accuracy", 0.0)
@@ -418,7 +432,7 @@ def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: C
             best_score = score
             save_checkpoint(
                 from_model(
-                    model,
+                    kept,
                     crop,
                     schema=schema,
                     stain=stain_stored,
@@ -434,6 +448,7 @@ def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: C
             "best_score": best_score,
             "stale": stale,
             "history": history,
+            **({"average": average.state()} if average is not None else {}),
         }
         save_checkpoint(from_model(model, crop, train=train_record, extra=extra), out / "last.pt", half=False)
         last_epoch = _last_epoch_within_budget(config, history, epoch)
