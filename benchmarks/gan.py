@@ -23,10 +23,19 @@ RARE = ("Basophil", "Monocyte", "Lymphocyte")
 KEEP = 0.05
 TRAIN_COMMAND = (
     "leukolens train gan --data ../shared/data/pbc --out out/gan-pbc-rare --size 64 --channels {width} "
-    "--batch-size 32 --max-minutes {minutes:g} --rare Basophil Monocyte Lymphocyte --keep 0.05 --reduction-seed 0 "
-    "--threads {threads} --aux-weight {aux:g} --mode-seeking {ms:g} --lr-generator {lr_g:g} "
+    "--crop {crop} --context {context:g} --discriminator {discriminator} --feature-size {feature_size} "
+    "--batch-size {batch} --max-minutes {minutes:g} --rare Basophil Monocyte Lymphocyte --keep 0.05 "
+    "--reduction-seed 0 --aux-weight {aux:g} --mode-seeking {ms:g} --lr-generator {lr_g:g} "
     "--lr-discriminator {lr_d:g}"
 )
+"""The protocol GAN's training command as its checkpoint records it (``make gan-protocol`` runs the current
+recipe; an older generator renders with its own settings)."""
+DISCRIMINATORS = {
+    "resnet": "a projection discriminator with spectral normalisation",
+    "projected": "small discriminator heads on a frozen ImageNet EfficientNet-Lite0 at three depths (projected GAN)",
+    "vision-aided": "a projection discriminator with spectral normalisation beside heads on frozen ImageNet "
+                    "EfficientNet-Lite0 features (vision-aided GAN), each with its own hinge loss",
+}
 
 
 def overview(path: Path, out: Path, per_class: int = 10) -> None:
@@ -58,11 +67,16 @@ def run() -> str:
 def render(quality: dict, balance: dict, checkpoint) -> str:
     """The section's text from measured results (``run`` measures; ``--from-json`` re-renders saved ones)."""
     record = checkpoint.train
+    discriminator = record.get("discriminator", "resnet")
     command = TRAIN_COMMAND.format(
-        width=checkpoint.config.g_channels, minutes=record.get("max_minutes"), threads=record.get("threads"),
+        width=checkpoint.config.g_channels, minutes=record.get("max_minutes"), crop=record.get("crop", "image"),
+        context=record.get("context", 2.0), discriminator=discriminator,
+        feature_size=record.get("feature_size", checkpoint.config.image_size), batch=record.get("batch_size", 32),
         aux=record.get("aux_weight", 0.0), ms=record.get("mode_seeking", 0.0), lr_g=record.get("lr_generator"),
         lr_d=record.get("lr_discriminator"),
     )
+    framing = ("crops framed as the cell model frames them (a window twice the cell's box)"
+               if record.get("crop") == "box" else "whole-cell images")
     arms = balance["arms"]
     gan_name = max((name for name in arms if "gan" in name), key=lambda name: arms[name]["mean"]["rare_recall"])
     gan_best = arms[gan_name]["mean"]["rare_recall"]
@@ -81,9 +95,9 @@ def render(quality: dict, balance: dict, checkpoint) -> str:
         "## Conditional GAN: cell quality, and whether GAN balancing helps rare classes",
         f"GAN: ResNet-style generator (conditional GroupNorm on class + {len(checkpoint.config.attributes)} "
         f"attribute embeddings) and "
-        f"projection discriminator with spectral normalisation and auxiliary class and attribute heads (AC-GAN), "
+        f"{DISCRIMINATORS.get(discriminator, discriminator)}, auxiliary class and attribute heads (AC-GAN), "
         f"hinge loss, mode-seeking term, DiffAugment (colour, translation, cutout, dihedral), two time-scale "
-        f"learning rates, EMA generator; {checkpoint.config.image_size} px whole-cell crops, width "
+        f"learning rates, EMA generator; {checkpoint.config.image_size} px {framing}, width "
         f"{checkpoint.config.g_channels}. Trained with "
         f"`{command}`: "
         f"{record.get('steps')} steps in {record.get('minutes')} minutes on this machine, **only on the reduced "
