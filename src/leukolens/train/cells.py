@@ -453,6 +453,8 @@ def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: C
         save_checkpoint(from_model(model, crop, train=train_record, extra=extra), out / "last.pt", half=False)
         last_epoch = _last_epoch_within_budget(config, history, epoch)
         horizon[0] = max(scheduler.last_epoch + 1, last_epoch * steps_per_epoch)
+        if average is not None and not average.averaged:  # a time budget that shortens the run moves its start
+            average.start = max(average.steps + 1, round(horizon[0] * (1 - config.average_weights)))
         stop = stale >= config.patience or epoch + 1 >= last_epoch
         if stale >= config.patience:
             log(f"no improvement for {stale} epochs: stopping early")
