@@ -53,9 +53,10 @@ def test_train_resume_and_fit_atypicality(tiny_data, tmp_path):
 def test_weight_averaging_keeps_the_mean_of_the_last_half_of_the_steps(tiny_data, tmp_path):
     # 7 cells in batches of 4: one step per epoch; 4 planned steps, averaged from the 2nd.
     train_cells(_config(tiny_data, tmp_path, epochs=4, average_weights=0.5), log=lambda _: None)
-    average = load_checkpoint(tmp_path / "last.pt").extra["average"]
+    last = load_checkpoint(tmp_path / "last.pt")
+    average = last.extra["average"]
     assert (average["start"], average["steps"], average["averaged"]) == (2, 4, 3)
-    last = load_checkpoint(tmp_path / "last.pt").state_dict
+    last = last.state_dict
     kept = average["state_dict"]
     trained = [k for k in kept if k.startswith("class_head") and kept[k].dtype.is_floating_point]
     assert trained and any(not kept[k].equal(last[k]) for k in trained)  # the average is not the last step

@@ -372,10 +372,10 @@ def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: C
     schedule, horizon = warmup_cosine(max(1, steps_per_epoch * config.epochs))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start_epoch, best_score, stale, history = 0, -1.0, 0, []
-    average = None
-    if config.average_weights > 0:
-        planned = steps_per_epoch * config.epochs
-        average = WeightAverage(model, start=max(1, round(planned * (1 - config.average_weights))))
+    def average_start() -> int:  # the last ``average_weights`` share of the steps the schedule now ends at
+        return round(horizon[0] * (1 - config.average_weights))
+
+    average = WeightAverage(model, start=max(1, average_start())) if config.average_weights > 0 else None
     if resume and (out / "last.pt").is_file():
         last = load_checkpoint(out / "last.pt")
         start_epoch, best_score, history = restore_run(model, optimizer, scheduler, last.state_dict, last.extra)
@@ -454,7 +454,7 @@ def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: C
         last_epoch = _last_epoch_within_budget(config, history, epoch)
         horizon[0] = max(scheduler.last_epoch + 1, last_epoch * steps_per_epoch)
         if average is not None and not average.averaged:  # a time budget that shortens the run moves its start
-            average.start = max(average.steps + 1, round(horizon[0] * (1 - config.average_weights)))
+            average.start = max(average.steps + 1, average_start())
         stop = stale >= config.patience or epoch + 1 >= last_epoch
         if stale >= config.patience:
             log(f"no improvement for {stale} epochs: stopping early")

@@ -1,4 +1,5 @@
-"""An exponential moving average of a model's weights: the slowly updated teacher of pseudo-labelling."""
+"""Running averages of a model's weights: the exponential moving average that is pseudo-labelling's slowly updated
+teacher, and the uniform average over the end of a run (weight averaging)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,25 @@ import copy
 
 import torch
 from torch import nn
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    copied = copy.deepcopy(model).eval()
+    for parameter in copied.parameters():
+        parameter.requires_grad = False
+    return copied
+
+
+@torch.no_grad()
+def _blend(average: nn.Module, model: nn.Module, weight: float) -> None:
+    """Move every floating-point weight and buffer of ``average`` ``weight`` of the way to ``model``'s (1: a copy);
+    integer buffers are copied."""
+    current = model.state_dict()
+    for name, value in average.state_dict().items():
+        if value.dtype.is_floating_point:
+            value.lerp_(current[name].detach(), weight)
+        else:
+            value.copy_(current[name])
 
 
 class ModelEMA:
@@ -19,25 +39,16 @@ class ModelEMA:
     """
 
     def __init__(self, model: nn.Module, *, momentum: float = 0.999):
-        self.module = copy.deepcopy(model).eval()
-        for parameter in self.module.parameters():
-            parameter.requires_grad = False
+        self.module = _frozen_copy(model)
         self.momentum = momentum
         self.updates = 0
 
     def decay(self) -> float:
         return min(self.momentum, (1 + self.updates) / (10 + self.updates))
 
-    @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
-        d = self.decay()
-        current = model.state_dict()
-        for name, value in self.module.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(current[name].detach(), alpha=1 - d)
-            else:
-                value.copy_(current[name])
+        _blend(self.module, model, 1 - self.decay())
 
 
 class WeightAverage:
@@ -52,26 +63,16 @@ class WeightAverage:
     """
 
     def __init__(self, model: nn.Module, *, start: int):
-        self.module = copy.deepcopy(model).eval()
-        for parameter in self.module.parameters():
-            parameter.requires_grad = False
+        self.module = _frozen_copy(model)
         self.start = start
         self.steps = 0  # optimiser steps seen
         self.averaged = 0  # how many of them are in the average
 
-    @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.steps += 1
-        current = model.state_dict()
-        if self.steps < self.start:
-            self.module.load_state_dict(current)
-            return
-        self.averaged += 1
-        for name, value in self.module.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.add_(current[name].detach() - value, alpha=1 / self.averaged)
-            else:
-                value.copy_(current[name])
+        if self.steps >= self.start:
+            self.averaged += 1
+        _blend(self.module, model, 1 / self.averaged if self.averaged else 1.0)
 
     def state(self) -> dict:
         return {"state_dict": self.module.state_dict(), "start": self.start, "steps": self.steps,
