@@ -52,6 +52,8 @@ def test_every_mode_sees_the_same_rectangle_and_naive_forgets_it():
 def test_the_rectangle_depends_on_the_field_not_its_position_in_the_list():
     a, b = _field("a.jpg"), _field("b.jpg")
     assert sparsify([a, b], 0.1)[1].regions == sparsify([b], 0.1)[0].regions
+    # Nor on where the data set lives: a copy elsewhere (another machine, a temporary folder) sees the same rectangle.
+    assert sparsify_field(_field("/data/x/a.jpg"), 0.1).regions == sparsify_field(_field("/tmp/y/a.jpg"), 0.1).regions
 
 
 def test_fraction_one_keeps_the_field_and_bad_input_is_refused():
