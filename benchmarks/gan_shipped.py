@@ -39,11 +39,12 @@ def second_judge(checkpoint, per_class: list[int]):
     acceptance per class)."""
     import torch
 
+    from leukolens.data.augment import dihedral
     from leukolens.data.cells import load_crops
     from leukolens.data.imbalance import split_cells
     from leukolens.io import ProblemLog, read_dataset
     from leukolens.models.backbones import SPECS, build_backbone
-    from leukolens.train.balance import ARM_SPECS, BalanceConfig, crop_features, dihedral, train_probe
+    from leukolens.train.balance import ARM_SPECS, BalanceConfig, crop_features, train_probe
 
     config = checkpoint.config
     dataset = read_dataset(SHARED / "pbc", log=ProblemLog())

@@ -148,3 +148,21 @@ def test_match_stain_brings_a_recoloured_cell_back_to_the_training_colours(tmp_p
 def test_match_stain_needs_training_colour_statistics(tiny_checkpoint):
     with pytest.raises(LeukolensError, match="training colour statistics"):
         Predictor.from_checkpoint(tiny_checkpoint, match_stain=True)
+
+
+def test_views_average_the_turned_crops_and_keep_the_upright_embedding(tiny_checkpoint):
+    crops = np.stack([np.asarray(Image.open(p).convert("RGB").resize((64, 64))) for p in _pbc_images()])
+    one = Predictor.from_checkpoint(tiny_checkpoint, engine="torch", views=1)
+    four = Predictor.from_checkpoint(tiny_checkpoint, engine="torch", views=4)
+    turned = [one._outputs(np.ascontiguousarray(np.rot90(crops, k, axes=(1, 2))))[0] for k in range(4)]
+    probabilities, attributes, embedding, _ = four._outputs(crops)
+    assert probabilities == pytest.approx(np.mean(turned, 0), abs=1e-5)
+    assert not np.allclose(turned[0], turned[1], atol=1e-4)  # an untrained network does see the turn
+    assert embedding == pytest.approx(one._outputs(crops)[2], abs=1e-5)  # what the scorers were fitted on
+    assert all(a.sum(1) == pytest.approx(1, abs=1e-4) for a in attributes.values())
+    # Each cell is averaged over its own views, whatever the batch size.
+    small = Predictor.from_checkpoint(tiny_checkpoint, engine="torch", views=4, batch_size=3).predict_crops(crops)
+    assert [p.probabilities for p in small] == [pytest.approx(p.probabilities, abs=1e-5) for p in
+                                                four.predict_crops(crops)]
+    with pytest.raises(LeukolensError, match="views"):
+        Predictor.from_checkpoint(tiny_checkpoint, views=9)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukolens.data.augment import VIEWS
 from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
 from leukolens.io.slide import Slide, is_slide, open_slide, too_damaged
 from leukolens.predict import weights
@@ -111,6 +112,7 @@ def analyze_slide(
     batch_size: int = 8,
     engine: str = "auto",
     match_stain: bool = False,
+    views: int = VIEWS,
     microns_per_pixel: float | None = None,
     adapt: bool = False,
     blast_examples: Sequence[str | Path] = (),
@@ -136,7 +138,7 @@ def analyze_slide(
         out.mkdir(parents=True, exist_ok=True)
         field_detector = Detector.from_checkpoint(detector, engine=engine)
         reader, notes = _cell_reader(cells, engine=engine, match_stain=match_stain, blast_examples=blast_examples,
-                                     log=log)
+                                     views=views, log=log)
         scale, scale_note = slide_scale(field_detector, slide, microns_per_pixel=microns_per_pixel, config=config)
         log(f"leukolens: {path}: {slide.width}x{slide.height} px, {scale_note}")
         notes.append(scale_note)
@@ -220,14 +222,16 @@ def _windows_progress(path: Path, log: Callable[[str], None], progress: Callable
     return report
 
 
-def _cell_reader(cells, *, engine: str, match_stain: bool, blast_examples, log) -> tuple[CellReader | None, list]:
+def _cell_reader(cells, *, engine: str, match_stain: bool, blast_examples, views: int,
+                 log) -> tuple[CellReader | None, list]:
     """The cell model (None, with a note, when there is no shipped one and none was given)."""
     if cells is None and not weights.shipped("cells").is_file():
         note = (f"no shipped cell model at {weights.shipped('cells')}: white cells are found and counted but not "
                 "typed or described (train one with `make weights`, or pass --cells)")
         log(f"leukolens: warning: {note}")
         return None, [note]
-    reader = CellReader.from_checkpoint(cells, engine=engine, match_stain=match_stain, blast_examples=blast_examples)
+    reader = CellReader.from_checkpoint(cells, engine=engine, match_stain=match_stain, blast_examples=blast_examples,
+                                        views=views)
     for _, message in reader.blast_skipped:
         log(f"leukolens: skipped blast example {message}")
     return reader, []

@@ -37,6 +37,15 @@ def blast_examples_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blast-examples", nargs="+", default=[], metavar="DIR", help=BLAST_EXAMPLES_HELP)
 
 
+def views_argument(parser: argparse.ArgumentParser) -> None:
+    """``--views N`` (``predict cells`` and ``analyze``): the default lives in :data:`leukolens.data.augment.VIEWS`."""
+    from leukolens.data.augment import VIEWS
+
+    parser.add_argument("--views", type=int, default=VIEWS, metavar="N",
+                        help="read each cell in N of its flips and quarter turns and average them (1-8, default "
+                             "%(default)s; 1 is fastest)")
+
+
 def report_skipped_examples(skipped: list[tuple[str, str]]) -> None:
     for _, message in skipped:
         print(f"leukolens: skipped blast example {message}", file=sys.stderr)
@@ -118,7 +127,7 @@ def cmd_predict_cells(args: argparse.Namespace) -> int:
 
     paths = image_paths(args.images)
     predictor = CellReader.from_checkpoint(
-        args.checkpoint, match_stain=args.match_stain, blast_examples=args.blast_examples
+        args.checkpoint, match_stain=args.match_stain, blast_examples=args.blast_examples, views=args.views
     )
     report_skipped_examples(predictor.blast_skipped)
     errors: list[tuple[str, str]] = []
@@ -243,6 +252,7 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
     json_argument(predict_cells, "write predictions as JSON ('-': print it)")
     predict_cells.add_argument("--match-stain", action="store_true", help=MATCH_STAIN_HELP)
     blast_examples_argument(predict_cells)
+    views_argument(predict_cells)
     predict_cells.set_defaults(run=cmd_predict_cells)
 
     calibrate = commands.add_parser(

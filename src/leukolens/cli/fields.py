@@ -8,7 +8,14 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from leukolens.cli.cells import BACKBONES, MATCH_STAIN_HELP, STAIN_METHODS, blast_examples_argument, preset_name
+from leukolens.cli.cells import (
+    BACKBONES,
+    MATCH_STAIN_HELP,
+    STAIN_METHODS,
+    blast_examples_argument,
+    preset_name,
+    views_argument,
+)
 from leukolens.cli.common import (
     EXIT_PROBLEMS,
     ProgressCounter,
@@ -97,6 +104,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         "report": not args.no_report,
         "threshold": args.threshold,
         "match_stain": args.match_stain,
+        "views": args.views,
         "microns_per_pixel": args.microns_per_pixel,
         "scale": args.scale,
         "adapt": args.adapt,
@@ -253,5 +261,6 @@ def add_commands(commands, *, train, evaluate) -> None:
                          help="adapt the cell model's normalisation to this sample's own white cells first (helps a "
                               "mixed sample from a new microscope; harms one dominated by one cell type)")
     blast_examples_argument(analyze)
+    views_argument(analyze)
     _scale_arguments(analyze)
     analyze.set_defaults(run=cmd_analyze)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leukolens.data.augment import to_input
+from leukolens.data.augment import VIEWS, dihedral, to_input
 from leukolens.data.cells import IGNORE, CellSample, cell_samples, load_crops, single_cell_images
 from leukolens.eval.metrics import (
     accuracy,
@@ -42,26 +42,34 @@ def run_model(
     std,
     margin: float,
     batch_size: int = 64,
+    views: int = VIEWS,
     progress: Callable | None = None,
 ) -> CellPredictions:
-    """The model's outputs for ``uint8`` crops ``[n, size, size, 3]``."""
+    """The model's outputs for ``uint8`` crops ``[n, size, size, 3]``.
+
+    Class and attribute probabilities (and logits) are the mean over the first ``views`` flips and quarter turns of
+    each crop; the embedding and the attribute heads' features are the upright crop's, the space the atypicality
+    and blast scorers were fitted in."""
     model.eval()
     class_probabilities, logits, embeddings, head_features = [], [], [], []
     attributes: dict[str, list] = {name: [] for name in model.attribute_heads}
     attribute_logits: dict[str, list] = {name: [] for name in model.attribute_heads}
     starts = range(0, len(crops), batch_size)
     for start in progress(starts) if progress else starts:
-        batch = torch.from_numpy(crops[start : start + batch_size])
-        images = to_input(batch, input_size, mean, std, margin=margin).contiguous(memory_format=torch.channels_last)
-        output = model(images)
-        logits.append(output.class_logits.numpy())
-        class_probabilities.append(output.class_logits.softmax(-1).numpy())
+        batch = crops[start : start + batch_size]
+        outputs = []
+        for view in range(max(1, views)):
+            images = to_input(torch.from_numpy(dihedral(batch, view)), input_size, mean, std, margin=margin)
+            outputs.append(model(images.contiguous(memory_format=torch.channels_last)))
+        output = outputs[0]
+        logits.append(np.mean([o.class_logits.numpy() for o in outputs], 0))
+        class_probabilities.append(np.mean([o.class_logits.softmax(-1).numpy() for o in outputs], 0))
         embeddings.append(output.embedding.numpy())
         if output.attribute_features:
             head_features.append(torch.cat(list(output.attribute_features.values()), dim=1).numpy())
-        for name, values in output.attribute_logits.items():
-            attributes[name].append(values.softmax(-1).numpy())
-            attribute_logits[name].append(values.numpy())
+        for name in output.attribute_logits:
+            attributes[name].append(np.mean([o.attribute_logits[name].softmax(-1).numpy() for o in outputs], 0))
+            attribute_logits[name].append(np.mean([o.attribute_logits[name].numpy() for o in outputs], 0))
     width = len(model.config.classes)
     return CellPredictions(
         np.concatenate(class_probabilities) if class_probabilities else np.zeros((0, width)),
@@ -74,7 +82,8 @@ def run_model(
 
 
 def run_checkpoint(
-    model: CellNet, checkpoint: CellCheckpoint, crops: np.ndarray, *, margin: float, batch_size: int = 64
+    model: CellNet, checkpoint: CellCheckpoint, crops: np.ndarray, *, margin: float, batch_size: int = 64,
+    views: int = VIEWS,
 ) -> CellPredictions:
     """:func:`run_model` at the input size and normalisation ``checkpoint`` stores (the model built from it)."""
     return run_model(
@@ -85,6 +94,7 @@ def run_checkpoint(
         std=checkpoint.std,
         margin=margin,
         batch_size=batch_size,
+        views=views,
     )
 
 

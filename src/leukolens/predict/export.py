@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from leukolens.data.augment import VIEWS
 from leukolens.data.fields import PAD_COLOUR
 from leukolens.errors import LeukolensError, atomic_write_bytes
 from leukolens.models.checkpoint import CellCheckpoint, load_any_checkpoint
@@ -180,6 +181,10 @@ def _cells(checkpoint: CellCheckpoint) -> tuple[nn.Module, Export, dict]:
         "postprocess": {
             "probabilities": "softmax over class_logits and over each attribute_logits.<name>; the calibration "
                              "temperatures are applied inside the graph",
+            "views": VIEWS,
+            "views_meaning": "the graph reads one crop; leukolens averages the class and attribute probabilities "
+                             "over the crop's first `views` flips and quarter turns (view v: v % 4 quarter turns, "
+                             "mirrored left-right from v = 4 on) and takes the embedding from the upright crop",
             "not_included": "the atypicality and blast scorers, which run on the embedding outside the network",
         },
         "metrics": checkpoint.metrics,

@@ -273,6 +273,7 @@ _ANALYSIS = _object(
         "cell_model": {"type": ["string", "null"]},
         "cell_model_sha256": {"type": ["string", "null"]},
         "match_stain": {"type": "boolean"},
+        "views": _INTEGER,
         "adapt": {"type": "boolean"},
         "blast_examples": _array(_STRING),
         "scale": _STRING,

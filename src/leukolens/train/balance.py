@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from leukolens.data.augment import AugmentConfig, augment, to_input
+from leukolens.data.augment import AugmentConfig, augment, dihedral, to_input
 from leukolens.data.cells import load_crops
 from leukolens.data.imbalance import CellSet, class_sampling_weights, selection_digest, split_cells
 from leukolens.eval.metrics import accuracy, balanced_accuracy, macro_f1, per_class_recall
@@ -140,12 +140,6 @@ def generated_counts(labels: np.ndarray, rare: list[int], num_classes: int, per_
     common = [counts[c] for c in range(num_classes) if c not in rare and counts[c] > 0]
     target = int(np.median(common)) if common else int(counts.max())
     return {c: max(0, target - int(counts[c])) for c in rare}
-
-
-def dihedral(crops: np.ndarray, view: int) -> np.ndarray:
-    """View 0-7 of ``uint8`` crops ``[n, s, s, 3]``: rotation by ``view % 4`` quarter turns, mirrored from 4 on."""
-    out = np.rot90(crops, view % 4, axes=(1, 2))
-    return np.ascontiguousarray(out[:, :, ::-1] if view >= 4 else out)
 
 
 @torch.inference_mode()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leukolens.data.augment import normalize
+from leukolens.data.augment import dihedral, normalize
 from leukolens.data.cells import CellSample, crop_cell, load_image
 from leukolens.data.domains import canonical_class
 from leukolens.errors import LeukolensError
@@ -121,13 +121,9 @@ def _crops(samples: list[CellSample], size: int, context: float) -> np.ndarray:
 
 
 def _views(crops: np.ndarray) -> np.ndarray:
-    """The eight flips and quarter turns of each crop ``[n, s, s, 3]`` -> ``[8n, s, s, 3]``."""
-    views = []
-    for flip in (False, True):
-        base = crops[:, :, ::-1] if flip else crops
-        for turns in range(4):
-            views.append(np.rot90(base, turns, axes=(1, 2)))
-    return np.ascontiguousarray(np.concatenate(views))
+    """The eight flips and quarter turns of each crop ``[n, s, s, 3]`` -> ``[8n, s, s, 3]``, view by view (the
+    first ``n``: the crops as they are)."""
+    return np.concatenate([dihedral(crops, view) for view in range(8)])
 
 
 def _inputs(crops: np.ndarray, checkpoint) -> torch.Tensor:

@@ -404,9 +404,9 @@ def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: C
         # The network validated and kept: the weight average once it has begun, else the model itself.
         kept = average.module if average is not None else model
         with all_cores(ranks):
-            predictions = run_model(
-                kept, val_crops, input_size=crop.input_size, mean=spec.mean, std=spec.std, margin=crop.eval_margin
-            )
+            # One view, not the eight a prediction averages: validation runs every epoch.
+            predictions = run_model(kept, val_crops, input_size=crop.input_size, mean=spec.mean, std=spec.std,
+                                    margin=crop.eval_margin, views=1)
         metrics = cell_metrics(predictions, val_samples, classes=classes, attributes=attributes)
         score = metrics["class"]["accuracy"] + metrics.get("mean_attribute_accuracy", 0.0)
         history.append(
@@ -556,7 +556,8 @@ def fit_atypicality(path: Path, config: TrainCellsConfig, *, log: Callable[[str]
         )
         if split == config.train_split:
             training_crops = crops
-        output = run_checkpoint(model, checkpoint, crops, margin=checkpoint.crop.eval_margin)
+        # One view: the atypicality features are the upright crop's anyway, and the temperatures scale each view.
+        output = run_checkpoint(model, checkpoint, crops, margin=checkpoint.crop.eval_margin, views=1)
         features[split] = (
             select_features(output.embeddings, output.attribute_features, config.atypicality_features),
             np.array([s.label for s in samples]),
