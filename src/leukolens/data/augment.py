@@ -23,7 +23,7 @@ _HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
 VIEWS = 4
 """How many of a crop's flips and quarter turns a prediction averages (test-time augmentation; 1: the crop as it
 is). A cell has no up or down, so each view is as good a reading as the upright one, and their mean is steadier on
-a microscope the model never saw: on the six leave-one-microscope-out models, the four quarter turns typed 0.4-5.5
+a microscope the model never saw: on the six leave-one-microscope-out models, the four quarter turns typed 0.4-5.6
 points more of the never-seen domain's cells than the upright crop alone, all eight views 0.4-5.8
 (``docs/domains.md``). Four, not eight: each view is one more pass of the cell model, and eight cost ``analyze``
 a quarter of its speed for at most a point more."""

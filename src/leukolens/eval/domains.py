@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukolens.data.augment import VIEWS
 from leukolens.data.cells import CellSample, load_crops
 from leukolens.eval.cells import CellPredictions, run_checkpoint
 
@@ -21,6 +22,7 @@ def evaluate_cells(
     *,
     groups: list[str] | None = None,
     cache_dir: Path | None = None,
+    views: int = VIEWS,
 ) -> dict:
     """Scores of a loaded cell checkpoint on ``samples`` whose true class names are ``truth``.
 
@@ -30,6 +32,7 @@ def evaluate_cells(
 
     A cell is right when the model's top class is its true class among all the model's classes (a neutrophil
     called "Immature granulocyte" is wrong). Cells whose true class the model does not know are counted wrong.
+    ``views``: flips and quarter turns averaged per cell, as a prediction does (:data:`leukolens.data.augment.VIEWS`).
     """
     from leukolens.models.atypicality import AtypicalityScorer, select_features
 
@@ -38,9 +41,9 @@ def evaluate_cells(
     stain = checkpoint.preprocess.stain_normalizer()
     crops = load_crops(samples, size=crop.input_size, context=crop.context, stain=stain, cache_dir=cache_dir)
     if groups is None:
-        output = run_checkpoint(model, checkpoint, crops, margin=1.0)
+        output = run_checkpoint(model, checkpoint, crops, margin=1.0, views=views)
     else:
-        output = _adapted_outputs(checkpoint, crops, groups)
+        output = _adapted_outputs(checkpoint, crops, groups, views)
     classes = checkpoint.config.classes
     guesses = np.array([classes[i] for i in output.class_probabilities.argmax(1)])
     truth_array = np.array(truth)
@@ -60,7 +63,7 @@ def evaluate_cells(
     return result
 
 
-def _adapted_outputs(checkpoint, crops: np.ndarray, groups: list[str]) -> CellPredictions:
+def _adapted_outputs(checkpoint, crops: np.ndarray, groups: list[str], views: int) -> CellPredictions:
     """Model outputs with batch-norm statistics adapted to each group's cells, in the cells' order."""
     import torch
 
@@ -73,7 +76,7 @@ def _adapted_outputs(checkpoint, crops: np.ndarray, groups: list[str]) -> CellPr
         index = np.array([i for i, g in enumerate(groups) if g == group])
         model = checkpoint.build()
         adapt_norm(model, to_input(torch.from_numpy(crops[index]), crop.input_size, checkpoint.mean, checkpoint.std))
-        parts.append(run_checkpoint(model, checkpoint, crops[index], margin=1.0))
+        parts.append(run_checkpoint(model, checkpoint, crops[index], margin=1.0, views=views))
         order.append(index)
     inverse = np.argsort(np.concatenate(order))
     joined = {}
