@@ -187,23 +187,27 @@ class CellReader:
         """The network's outputs for one batch of crops: class probabilities ``[batch, classes]``, attribute name ->
         probabilities ``[batch, values]``, the embedding ``[batch, features]`` and the attribute heads' pooled
         features ``[batch, heads * 2 * hidden]``."""
-        # Every view of every crop in one pass, view by view ([views * n]): a field's one or two cells make one
-        # batch of eight or sixteen, not eight tiny passes.
-        views = np.concatenate([dihedral(crops, view) for view in range(self.views)])
-        chunks = []
-        for start in range(0, len(views), self.batch_size):
-            batch = torch.from_numpy(views[start : start + self.batch_size])
+        # A few crops at a time with all their views in one pass of about batch_size images, view by view
+        # ([views * k]): a field's one or two cells make one batch of four or eight, not four tiny passes.
+        per_pass = max(1, self.batch_size // self.views)
+        parts: list[tuple] = []
+        for start in range(0, len(crops), per_pass):
+            chunk = crops[start : start + per_pass]
+            batch = torch.from_numpy(np.concatenate([dihedral(chunk, view) for view in range(self.views)]))
             images = normalize(batch.permute(0, 3, 1, 2).float() / 255, self.checkpoint.mean, self.checkpoint.std)
-            chunks.append(self.engine(images.numpy()))
-        class_logits, embedding, heads, *attribute_logits = (np.concatenate(parts) for parts in zip(*chunks))
-        n = len(crops)
+            class_logits, embedding, heads, *attribute_logits = self.engine(images.numpy())
+            k = len(chunk)
 
-        def mean_over_views(logits: np.ndarray) -> np.ndarray:
-            return _softmax(logits).reshape(self.views, n, -1).mean(0)
+            def mean_over_views(logits: np.ndarray, k: int = k) -> np.ndarray:
+                return _softmax(logits).reshape(self.views, k, -1).mean(0)
 
-        attribute_probabilities = {name: mean_over_views(logits) for name, logits in zip(self._heads, attribute_logits)}
-        # The embedding is the upright crop's: what the atypicality and blast scorers were fitted on.
-        return mean_over_views(class_logits), attribute_probabilities, embedding[:n], heads[:n]
+            # The embedding is the upright crop's: what the atypicality and blast scorers were fitted on.
+            parts.append((mean_over_views(class_logits), [mean_over_views(a) for a in attribute_logits],
+                          embedding[:k], heads[:k]))
+        class_probabilities = np.concatenate([p[0] for p in parts])
+        attribute_probabilities = {name: np.concatenate([p[1][i] for p in parts]) for i, name in enumerate(self._heads)}
+        return class_probabilities, attribute_probabilities, np.concatenate([p[2] for p in parts]), np.concatenate(
+            [p[3] for p in parts])
 
     def predict_crops(self, crops: np.ndarray, sources: Sequence[str] | None = None) -> list[CellPrediction]:
         """Predictions for ``uint8`` crops ``[n, input, input, 3]`` made by :meth:`crop`."""
