@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from leukolens.analyze import FieldJob, FieldSettings, analyze, finished_field
+from leukolens.analyze import FieldJob, FieldSettings, analyze, earlier_field, finished_field
 from leukolens.demo import sample_path
 from leukolens.predict.output import field_from_json, field_json, validate
 from tests.conftest import REPO
@@ -102,11 +102,18 @@ def test_a_field_file_of_another_image_or_detector_is_not_kept(tmp_path):
     assert finished_field(job, settings) is None
 
     # the cells read otherwise, or no record of how they were read: analysed again
-    analysis = {"cell_model": "c.pt", "cell_model_sha256": "0" * 64, "match_stain": False, "adapt": False,
-                "blast_examples": [], "scale": "auto", "microns_per_pixel": None}
+    analysis = {"cell_model": "c.pt", "cell_model_sha256": "0" * 64, "match_stain": False, "views": 4,
+                "adapt": False, "blast_examples": [], "scale": "auto", "microns_per_pixel": None}
     with_analysis = FieldSettings(tmp_path, detector, analysis, overlays=False)
     (tmp_path / "a.json").write_text(json.dumps({**document, "analysis": analysis}))
     assert finished_field(job, with_analysis) == {**document, "analysis": analysis}
+    assert finished_field(job, replace(with_analysis, analysis={**analysis, "views": 1})) is None
+    # a file from before views were recorded (its cells read once) is valid, but read again
+    older = {k: v for k, v in analysis.items() if k != "views"}
+    (tmp_path / "a.json").write_text(json.dumps({**document, "analysis": older}))
+    assert earlier_field(job, with_analysis) == {**document, "analysis": older}
+    assert finished_field(job, with_analysis) is None
+    (tmp_path / "a.json").write_text(json.dumps({**document, "analysis": analysis}))
     assert finished_field(job, replace(with_analysis, analysis={**analysis, "adapt": True})) is None
     assert finished_field(job, replace(with_analysis, analysis={**analysis, "cell_model_sha256": "1" * 64})) is None
     (tmp_path / "a.json").write_text(json.dumps(document))

@@ -278,7 +278,11 @@ _ANALYSIS = _object(
         "blast_examples": _array(_STRING),
         "scale": _STRING,
         "microns_per_pixel": {"type": ["number", "null"]},
-    }
+    },
+    # Files written before cells were read in several views have no "views" (they read one): still valid, and
+    # `analyze --resume` reads them again, as their analysis differs.
+    required=["cell_model", "cell_model_sha256", "match_stain", "adapt", "blast_examples", "scale",
+              "microns_per_pixel"],
 )
 # A whole slide's <stem>.json says how the slide was read (leukolens.analyze_slide; docs/output-schema.md)
 _SLIDE = _object(
