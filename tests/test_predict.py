@@ -166,3 +166,15 @@ def test_views_average_the_turned_crops_and_keep_the_upright_embedding(tiny_chec
                                                 four.predict_crops(crops)]
     with pytest.raises(LeukolensError, match="views"):
         Predictor.from_checkpoint(tiny_checkpoint, views=9)
+
+
+def test_eval_cells_reads_the_views_it_is_told(tiny_checkpoint, tmp_path):
+    reports = {}
+    for views in (1, 4):
+        out = tmp_path / f"eval-{views}.json"
+        assert main(["eval", "cells", "--checkpoint", str(tiny_checkpoint), "--data", str(sample_path("pbc")),
+                     "--no-agreement", "--views", str(views), "--json", str(out)]) == 0
+        reports[views] = json.loads(out.read_text())
+    assert reports[1]["views"] == 1 and reports[4]["views"] == 4 and reports[1]["cells"] == reports[4]["cells"] == 7
+    # The same cells read in four turns: the probabilities differ, so the calibration error does.
+    assert reports[1]["class"]["ece"] != reports[4]["class"]["ece"]

@@ -116,7 +116,8 @@ def cmd_eval_cells(args: argparse.Namespace) -> int:
     from leukolens.eval.cells import evaluate_checkpoint, format_report
 
     report = evaluate_checkpoint(
-        args.checkpoint, args.data, split=args.split, confusion_png=args.confusion, agreement=not args.no_agreement
+        args.checkpoint, args.data, split=args.split, confusion_png=args.confusion, agreement=not args.no_agreement,
+        views=args.views,
     )
     return print_report(format_report(report), report, args.json)
 
@@ -244,6 +245,7 @@ def add_commands(commands, *, train, evaluate, predict) -> None:
     json_argument(eval_cells)
     eval_cells.add_argument("--confusion", metavar="PNG", help="write the confusion matrix as an image")
     eval_cells.add_argument("--no-agreement", action="store_true", help="skip the human-agreement ceiling")
+    views_argument(eval_cells)
     eval_cells.set_defaults(run=cmd_eval_cells)
 
     predict_cells = predict.add_parser("cells", help="class, attributes and atypicality per cell")

@@ -171,8 +171,10 @@ def evaluate_checkpoint(
     confusion_png: str | Path | None = None,
     agreement: bool = True,
     batch_size: int = 64,
+    views: int = VIEWS,
 ) -> dict:
-    """Every cell-model number on one split of a data set: class, attributes, calibration, atypicality."""
+    """Every cell-model number on one split of a data set: class, attributes, calibration, atypicality; each cell
+    read in ``views`` flips and quarter turns, as a prediction reads it."""
     from leukolens.io import ProblemLog, read_dataset
     from leukolens.io.common import LeukolensError
     from leukolens.models.atypicality import AtypicalityScorer, select_features
@@ -196,11 +198,12 @@ def evaluate_checkpoint(
         raise LeukolensError(f"{data}: no cells of the model's classes in split {split!r}")
     stain = checkpoint.preprocess.stain_normalizer()
     crops = load_crops(samples, size=checkpoint.crop.input_size, context=checkpoint.crop.context, stain=stain)
-    predictions = run_checkpoint(model, checkpoint, crops, margin=1.0, batch_size=batch_size)
+    predictions = run_checkpoint(model, checkpoint, crops, margin=1.0, batch_size=batch_size, views=views)
     report = {
         "checkpoint": str(path),
         "data": str(data),
         "split": split,
+        "views": views,
         "cells_not_in_model_classes": len(missing),
         **cell_metrics(predictions, samples, classes=classes, attributes=attributes),
     }
