@@ -49,6 +49,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def _mean_over_views(logits: np.ndarray, views: int) -> np.ndarray:
+    """Probabilities of ``[views * n, width]`` logits laid out view by view, averaged over the views: ``[n, width]``."""
+    return _softmax(logits).reshape(views, -1, logits.shape[1]).mean(0)
+
+
 class _Flat(nn.Module):
     """CellNet with tuple outputs, which ONNX export needs: class logits, embedding, attribute features, then the
     logits of each attribute head."""
@@ -190,24 +195,21 @@ class CellReader:
         # A few crops at a time with all their views in one pass of about batch_size images, view by view
         # ([views * k]): a field's one or two cells make one batch of four or eight, not four tiny passes.
         per_pass = max(1, self.batch_size // self.views)
-        parts: list[tuple] = []
+        classes, attributes, embeddings, heads = [], [], [], []
         for start in range(0, len(crops), per_pass):
             chunk = crops[start : start + per_pass]
             batch = torch.from_numpy(np.concatenate([dihedral(chunk, view) for view in range(self.views)]))
             images = normalize(batch.permute(0, 3, 1, 2).float() / 255, self.checkpoint.mean, self.checkpoint.std)
-            class_logits, embedding, heads, *attribute_logits = self.engine(images.numpy())
-            k = len(chunk)
-
-            def mean_over_views(logits: np.ndarray, k: int = k) -> np.ndarray:
-                return _softmax(logits).reshape(self.views, k, -1).mean(0)
-
+            class_logits, embedding, head_features, *attribute_logits = self.engine(images.numpy())
+            classes.append(_mean_over_views(class_logits, self.views))
+            attributes.append([_mean_over_views(logits, self.views) for logits in attribute_logits])
             # The embedding is the upright crop's: what the atypicality and blast scorers were fitted on.
-            parts.append((mean_over_views(class_logits), [mean_over_views(a) for a in attribute_logits],
-                          embedding[:k], heads[:k]))
-        class_probabilities = np.concatenate([p[0] for p in parts])
-        attribute_probabilities = {name: np.concatenate([p[1][i] for p in parts]) for i, name in enumerate(self._heads)}
-        return class_probabilities, attribute_probabilities, np.concatenate([p[2] for p in parts]), np.concatenate(
-            [p[3] for p in parts])
+            embeddings.append(embedding[: len(chunk)])
+            heads.append(head_features[: len(chunk)])
+        attribute_probabilities = {
+            name: np.concatenate([part[i] for part in attributes]) for i, name in enumerate(self._heads)
+        }
+        return np.concatenate(classes), attribute_probabilities, np.concatenate(embeddings), np.concatenate(heads)
 
     def predict_crops(self, crops: np.ndarray, sources: Sequence[str] | None = None) -> list[CellPrediction]:
         """Predictions for ``uint8`` crops ``[n, input, input, 3]`` made by :meth:`crop`."""
