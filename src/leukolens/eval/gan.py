@@ -157,8 +157,8 @@ class Judge:
         """Everything the cell model says about ``uint8`` crops ``[n, s, s, 3]``."""
         from leukolens.eval.cells import run_model
 
-        # GAN crops are whole cells with no margin around them, so none is cut off. One view, not a prediction's
-        # eight: the judge reads tens of thousands of draws, and its figures in the docs were measured so.
+        # GAN crops are whole cells with no margin around them, so none is cut off. One view, not the several a
+        # prediction averages: the judge reads tens of thousands of draws, and its figures in the docs were measured so.
         return run_model(self.model, resize_crops(crops, self.input_size), input_size=self.input_size,
                          mean=self.mean, std=self.std, margin=1.0, views=1, progress=progress)
 

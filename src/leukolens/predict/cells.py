@@ -168,7 +168,8 @@ class CellReader:
             sources.append(str(path))
         if not crops:
             raise LeukolensError(f"blast examples {', '.join(map(str, folders))}: none of the images could be read")
-        embeddings = np.concatenate([self._outputs(np.stack(crops[i : i + self.batch_size]))[2]
+        # Only the embedding is wanted, which is the upright crop's: one view.
+        embeddings = np.concatenate([self._outputs(np.stack(crops[i : i + self.batch_size]), views=1)[2]
                                      for i in range(0, len(crops), self.batch_size)])
         return self.blast.with_examples(embeddings, sources)
 
@@ -188,21 +189,24 @@ class CellReader:
         crop = crop_cell(image, box, self.checkpoint.crop.input_size, self.checkpoint.crop.context)
         return self.stain(crop) if self.stain is not None else crop
 
-    def _outputs(self, crops: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    def _outputs(
+        self, crops: np.ndarray, views: int | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """The network's outputs for one batch of crops: class probabilities ``[batch, classes]``, attribute name ->
         probabilities ``[batch, values]``, the embedding ``[batch, features]`` and the attribute heads' pooled
-        features ``[batch, heads * 2 * hidden]``."""
+        features ``[batch, heads * 2 * hidden]``; probabilities averaged over ``views`` (default: the reader's)."""
+        views = views or self.views
         # A few crops at a time with all their views in one pass of about batch_size images, view by view
         # ([views * k]): a field's one or two cells make one batch of four or eight, not four tiny passes.
-        per_pass = max(1, self.batch_size // self.views)
+        per_pass = max(1, self.batch_size // views)
         classes, attributes, embeddings, heads = [], [], [], []
         for start in range(0, len(crops), per_pass):
             chunk = crops[start : start + per_pass]
-            batch = torch.from_numpy(np.concatenate([dihedral(chunk, view) for view in range(self.views)]))
+            batch = torch.from_numpy(np.concatenate([dihedral(chunk, view) for view in range(views)]))
             images = normalize(batch.permute(0, 3, 1, 2).float() / 255, self.checkpoint.mean, self.checkpoint.std)
             class_logits, embedding, head_features, *attribute_logits = self.engine(images.numpy())
-            classes.append(_mean_over_views(class_logits, self.views))
-            attributes.append([_mean_over_views(logits, self.views) for logits in attribute_logits])
+            classes.append(_mean_over_views(class_logits, views))
+            attributes.append([_mean_over_views(logits, views) for logits in attribute_logits])
             # The embedding is the upright crop's: what the atypicality and blast scorers were fitted on.
             embeddings.append(embedding[: len(chunk)])
             heads.append(head_features[: len(chunk)])

@@ -404,7 +404,7 @@ def _train_cells(config: TrainCellsConfig, ranks: Ranks, *, resume: bool, log: C
         # The network validated and kept: the weight average once it has begun, else the model itself.
         kept = average.module if average is not None else model
         with all_cores(ranks):
-            # One view, not the eight a prediction averages: validation runs every epoch.
+            # One view, not the several a prediction averages (VIEWS): validation runs every epoch.
             predictions = run_model(kept, val_crops, input_size=crop.input_size, mean=spec.mean, std=spec.std,
                                     margin=crop.eval_margin, views=1)
         metrics = cell_metrics(predictions, val_samples, classes=classes, attributes=attributes)
