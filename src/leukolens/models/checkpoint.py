@@ -19,8 +19,8 @@ these two. A file is one dict, the envelope::
      "kind": "cells" | "detector" | "clip" | "gan" | "gan-training",
      "config": the network's config, "preprocess": Preprocess.as_dict(),
      "inference": what using the weights needs besides (the cell model's attribute schema, atypicality scorer and,
-                  when fitted, blast scorer; the detector's counting threshold, the image-text model's text
-                  prototypes, the GAN's attribute combinations),
+                  when fitted, blast scorer and size prior; the detector's counting threshold, the image-text model's
+                  text prototypes, the GAN's attribute combinations),
      "state_dict": the weights, "metrics": what they reached, "train": the training record,
      "extra": the state for --resume (optimisers, epoch)}
 
@@ -281,7 +281,7 @@ def migrate_legacy(payload: dict) -> dict:
 class CellCheckpoint(PreprocessFields):
     """A cell model and what it needs to be used: the network config, the preprocessing (crop, normalisation,
     stain reference, training colour statistics), the attribute schema's name, the fitted atypicality and blast
-    scorers, the metrics it reached, and the training record."""
+    scorers, the size prior, the metrics it reached, and the training record."""
 
     kind: ClassVar[str] = "cells"
 
@@ -291,6 +291,7 @@ class CellCheckpoint(PreprocessFields):
     schema: str | None = None
     atypicality: dict | None = None
     blast: dict | None = None  # the fitted blast scorer (models.blast.BlastScorer.as_dict); None in older files
+    size: dict | None = None  # cell sizes per class (models.size.SizePrior.as_dict); None in older files
     metrics: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # e.g. optimizer state for --resume
@@ -336,6 +337,8 @@ class CellCheckpoint(PreprocessFields):
         inference = {"schema": self.schema, "atypicality": self.atypicality}
         if self.blast is not None:  # files without a blast scorer stay as they were
             inference["blast"] = self.blast
+        if self.size is not None:
+            inference["size"] = self.size
         return envelope_sections(self, inference)
 
     @classmethod
@@ -348,6 +351,7 @@ class CellCheckpoint(PreprocessFields):
             schema=inference.get("schema"),
             atypicality=inference.get("atypicality"),
             blast=inference.get("blast"),
+            size=inference.get("size"),
             **records(envelope),
         )
 
