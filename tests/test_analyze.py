@@ -376,3 +376,24 @@ def test_the_blast_percent_is_counted_and_adjusted_beside_it_with_the_checkpoint
     spec = ModelSpec(detector=tiny_detector, cells=cells)
     assert FieldModels(detector=None, reader=None).blast_call_rates(spec) == rates
     assert FieldModels(detector=None, reader=None).blast_call_rates(ModelSpec(tiny_detector, None)) is None
+
+
+def test_with_the_scale_known_each_white_cell_carries_its_diameter_and_the_file_reads_back(tmp_path, tiny_detector):
+    from leukolens.models.size import fit_size_prior
+    from leukolens.predict.output import field_from_json, field_json
+
+    checkpoint = tiny_cell_checkpoint()
+    sizes = np.concatenate([np.full(20, 10.0), np.full(20, 17.0)]) * np.exp(np.linspace(-0.1, 0.1, 40))
+    checkpoint.size = fit_size_prior(sizes, ["Lymphocyte"] * 20 + ["Monocyte"] * 20, PBC_CLASSES.names).as_dict()
+    cells = save_checkpoint(checkpoint, tmp_path / "cells.pt")
+    out = tmp_path / "out"
+    analyze([_sample_folder(tmp_path)], out=out, detector=tiny_detector, cells=cells, overlays=False,
+            microns_per_pixel=0.1)
+    document = json.loads((out / "BloodImage_00007.json").read_text())
+    assert validate(document, "field") == []
+    read = [c for c in document["cells"] if "type" in c]
+    assert read
+    for cell in read:
+        x1, y1, x2, y2 = cell["box_xyxy"]
+        assert cell["diameter_um"] == pytest.approx(max(x2 - x1, y2 - y1) * 0.1, abs=0.01)
+    assert field_json(field_from_json(document), document["detector"], document["analysis"]) == document

@@ -135,6 +135,8 @@ class ModelSpec:
         blast_examples: folders of a lab's own blasts for the blast scorer.
         threads: threads per network (None: every core; Dask workers run one each).
         views: flips and quarter turns each white cell is read in (see :class:`~leukolens.predict.CellReader`).
+        size: weigh each white cell's size in µm into its type where the scale is known (the cell model's size
+            prior, :mod:`leukolens.models.size`).
     """
 
     detector: Path
@@ -144,6 +146,7 @@ class ModelSpec:
     blast_examples: tuple[str, ...] = ()
     threads: int | None = None
     views: int = VIEWS
+    size: bool = True
 
 
 @dataclass
@@ -162,7 +165,7 @@ class FieldModels:
         if cells and spec.cells is not None:
             reader = CellReader.from_checkpoint(spec.cells, engine=spec.engine, threads=spec.threads,
                                                 match_stain=spec.match_stain, blast_examples=spec.blast_examples,
-                                                views=spec.views)
+                                                views=spec.views, size=spec.size)
             if adapted_weights is not None:
                 reader = reader.with_weights(adapted_weights)
         return cls(detector, reader)
@@ -335,6 +338,7 @@ def analysis_info(spec: ModelSpec, *, adapt: bool, scale: str, microns_per_pixel
         "cell_model_sha256": None if spec.cells is None else file_sha256(spec.cells),
         "match_stain": spec.match_stain if spec.cells is not None else False,
         "views": spec.views if spec.cells is not None else 0,
+        "size": spec.size if spec.cells is not None else False,
         "adapt": adapt if spec.cells is not None else False,
         "blast_examples": list(spec.blast_examples),
         "scale": scale,
@@ -390,7 +394,7 @@ def _remove_stale_temporaries(out: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------------ the sample
 def _model_spec(detector, cells, *, engine: str, match_stain: bool, blast_examples, threads: int | None,
-                views: int, log: Callable[[str], None]) -> tuple[ModelSpec, str | None]:
+                views: int, size: bool = True, log: Callable[[str], None]) -> tuple[ModelSpec, str | None]:
     """The models to load, with paths resolved here (a worker may not see this process's defaults), and a note
     when there is no cell model."""
     detector_path = Path(weights.resolve("detector", detector)).absolute()
@@ -400,12 +404,12 @@ def _model_spec(detector, cells, *, engine: str, match_stain: bool, blast_exampl
             "or described (train one with `make weights`, or pass --cells)"
         )
         log(f"leukolens: warning: {note}")
-        return ModelSpec(detector_path, None, engine, match_stain, (), threads, views), note
+        return ModelSpec(detector_path, None, engine, match_stain, (), threads, views, size), note
     cells_path = Path(weights.resolve("cells", cells)).absolute()
     if not cells_path.is_file():
         raise LeukolensError(f"no cell-model checkpoint at {cells_path}")
     blasts = tuple(str(Path(b).absolute()) for b in blast_examples)
-    return ModelSpec(detector_path, cells_path, engine, match_stain, blasts, threads, views), None
+    return ModelSpec(detector_path, cells_path, engine, match_stain, blasts, threads, views, size), None
 
 
 def _field_jobs(paths: Sequence[Path]) -> list[FieldJob]:
@@ -457,6 +461,7 @@ def analyze(
     engine: str = "auto",
     match_stain: bool = False,
     views: int = VIEWS,
+    size: bool = True,
     microns_per_pixel: float | None = None,
     scale: str = "auto",
     adapt: bool = False,
@@ -486,6 +491,8 @@ def analyze(
             :class:`leukolens.predict.CellReader`).
         views: how many flips and quarter turns of each white cell its type and attributes average (1-8; fewer is
             faster: see :data:`leukolens.data.augment.VIEWS`).
+        size: weigh each white cell's size in µm into its type when the sample's scale is known and the cell model
+            holds a size prior (docs/domains.md); False types from the image alone.
         microns_per_pixel: the sample's scale, when known; else it is estimated from the red cells of the sample's
             first fields (up to three; one slide on one microscope: one scale) and used for every field.
         scale: ``"auto"`` (every field at the scale the detector learnt, tiled when larger than one input there) or
@@ -528,7 +535,7 @@ def analyze(
                 log(f"leukolens: warning: {option} is not used for the whole slide {slide.name}: {why}")
         return analyze_slide(slide, out=out, detector=detector, cells=cells, overlays=overlays, report=report,
                              threshold=threshold, batch_size=batch_size, engine=engine, match_stain=match_stain,
-                             views=views, microns_per_pixel=microns_per_pixel, adapt=adapt,
+                             views=views, size=size, microns_per_pixel=microns_per_pixel, adapt=adapt,
                              blast_examples=blast_examples, log=log, progress=progress)
     skip_reasons = [slides_skipped.get(path) for path in paths]  # by position: a cluster may rename the paths
     with contextlib.ExitStack() as stack:
@@ -538,7 +545,7 @@ def analyze(
             cluster = stack.enter_context(open_cluster(workers=workers, scheduler=scheduler, log=log))
         spec, cell_note = _model_spec(detector, cells, engine=engine, match_stain=match_stain,
                                       blast_examples=blast_examples, threads=1 if cluster else None, views=views,
-                                      log=log)
+                                      size=size, log=log)
         # Here the detector estimates the sample's scale; the cell reader runs here without a cluster, or adapts
         # to the sample, or tells which of the lab's blast examples it could not read.
         models = FieldModels.load(replace(spec, threads=None), cells=cluster is None or adapt or bool(blast_examples))

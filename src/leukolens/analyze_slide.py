@@ -30,6 +30,7 @@ import numpy as np
 from leukolens.data.augment import VIEWS
 from leukolens.errors import LeukolensError, atomic_write_bytes, atomic_write_text
 from leukolens.io.slide import Slide, is_slide, open_slide, too_damaged
+from leukolens.models.size import cell_diameter_um
 from leukolens.predict import weights
 from leukolens.predict.cells import CellReader
 from leukolens.predict.fields import Detector
@@ -113,6 +114,7 @@ def analyze_slide(
     engine: str = "auto",
     match_stain: bool = False,
     views: int = VIEWS,
+    size: bool = True,
     microns_per_pixel: float | None = None,
     adapt: bool = False,
     blast_examples: Sequence[str | Path] = (),
@@ -138,7 +140,7 @@ def analyze_slide(
         out.mkdir(parents=True, exist_ok=True)
         field_detector = Detector.from_checkpoint(detector, engine=engine)
         reader, notes = _cell_reader(cells, engine=engine, match_stain=match_stain, blast_examples=blast_examples,
-                                     views=views, log=log)
+                                     views=views, size=size, log=log)
         scale, scale_note = slide_scale(field_detector, slide, microns_per_pixel=microns_per_pixel, config=config)
         log(f"leukolens: {path}: {slide.width}x{slide.height} px, {scale_note}")
         notes.append(scale_note)
@@ -160,9 +162,12 @@ def analyze_slide(
                 notes.append(note)
                 crops = chain(first, crops)
             batch_size = (config or SlideConfig()).cell_batch_size
+            microns_per_pixel = found.scale.microns_per_pixel if found.scale is not None else None
+            sizes = [cell_diameter_um(tuple(float(v) for v in found.boxes[i]), microns_per_pixel) for i in indices]
             for start in range(0, len(indices), batch_size):
                 batch = list(islice(crops, batch_size))
-                for i, prediction in zip(indices[start:], reader.predict_crops(np.stack(batch))):
+                read = reader.predict_crops(np.stack(batch), diameters_um=sizes[start : start + len(batch)])
+                for i, prediction in zip(indices[start:], read):
                     predictions[i] = replace(prediction, embedding=None)  # unused here: 5 KB a cell, a slide has 10^4
         problems = damaged_notes(slide)
         if not indices:
@@ -222,7 +227,7 @@ def _windows_progress(path: Path, log: Callable[[str], None], progress: Callable
     return report
 
 
-def _cell_reader(cells, *, engine: str, match_stain: bool, blast_examples, views: int,
+def _cell_reader(cells, *, engine: str, match_stain: bool, blast_examples, views: int, size: bool,
                  log) -> tuple[CellReader | None, list]:
     """The cell model (None, with a note, when there is no shipped one and none was given)."""
     if cells is None and not weights.shipped("cells").is_file():
@@ -231,7 +236,7 @@ def _cell_reader(cells, *, engine: str, match_stain: bool, blast_examples, views
         log(f"leukolens: warning: {note}")
         return None, [note]
     reader = CellReader.from_checkpoint(cells, engine=engine, match_stain=match_stain, blast_examples=blast_examples,
-                                        views=views)
+                                        views=views, size=size)
     for _, message in reader.blast_skipped:
         log(f"leukolens: skipped blast example {message}")
     return reader, []

@@ -105,6 +105,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "match_stain": args.match_stain,
         "views": args.views,
+        "size": not args.no_size,
         "microns_per_pixel": args.microns_per_pixel,
         "scale": args.scale,
         "adapt": args.adapt,
@@ -262,5 +263,8 @@ def add_commands(commands, *, train, evaluate) -> None:
                               "mixed sample from a new microscope; harms one dominated by one cell type)")
     blast_examples_argument(analyze)
     views_argument(analyze)
+    analyze.add_argument("--no-size", action="store_true",
+                         help="type white cells from their image alone, without weighing in their size in µm "
+                              "(which the cell model's size prior does where the field's scale is known)")
     _scale_arguments(analyze)
     analyze.set_defaults(run=cmd_analyze)

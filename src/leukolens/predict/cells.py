@@ -31,6 +31,7 @@ from leukolens.models.atypicality import AtypicalityScorer, select_features
 from leukolens.models.blast import BlastCallRates, BlastScorer, example_images
 from leukolens.models.cellnet import CellNet
 from leukolens.models.checkpoint import CellCheckpoint, load_checkpoint
+from leukolens.models.size import SizePrior, cell_diameter_um
 from leukolens.predict import weights
 from leukolens.predict.engine import Engine, Export, stain_normalizer
 from leukolens.predict.results import (
@@ -104,6 +105,7 @@ class CellReader:
         match_stain: bool = False,
         blast_examples: Sequence[str | Path] = (),
         views: int = VIEWS,
+        size: bool = True,
     ):
         """Args:
         checkpoint: the loaded checkpoint.
@@ -116,6 +118,8 @@ class CellReader:
             unreadable images among them are skipped and listed in :attr:`blast_skipped`.
         views: how many flips and quarter turns of each crop the class and attribute probabilities average (1-8;
             see :data:`~leukolens.data.augment.VIEWS`); the embedding is the upright crop's.
+        size: weigh each cell's size in µm into its type where the size is known (a field whose scale was found)
+            and the checkpoint holds a size prior (:mod:`leukolens.models.size`); False reads the image alone.
 
         Raises:
             LeukolensError: ``match_stain`` with a checkpoint that stores no training colour statistics;
@@ -126,8 +130,9 @@ class CellReader:
         if not 1 <= views <= 8:
             raise LeukolensError(f"views must be 1 to 8 (flips and quarter turns of a crop), not {views}")
         self._options = {"path": path, "engine": engine, "batch_size": batch_size, "threads": threads,
-                         "match_stain": match_stain, "views": views}
+                         "match_stain": match_stain, "views": views, "size": size}
         self.views = views
+        self.size_prior = SizePrior.from_dict(checkpoint.size) if size and checkpoint.size else None
         model = checkpoint.build()
         self._heads = tuple(model.attribute_heads)  # the order of the attribute logits the network returns
         self.engine = cell_engine(
@@ -215,12 +220,22 @@ class CellReader:
         }
         return np.concatenate(classes), attribute_probabilities, np.concatenate(embeddings), np.concatenate(heads)
 
-    def predict_crops(self, crops: np.ndarray, sources: Sequence[str] | None = None) -> list[CellPrediction]:
-        """Predictions for ``uint8`` crops ``[n, input, input, 3]`` made by :meth:`crop`."""
+    def predict_crops(
+        self, crops: np.ndarray, sources: Sequence[str] | None = None, diameters_um: Sequence[float] | None = None
+    ) -> list[CellPrediction]:
+        """Predictions for ``uint8`` crops ``[n, input, input, 3]`` made by :meth:`crop`.
+
+        ``diameters_um``: each cell's diameter in µm (NaN where unknown), weighed into its type by the checkpoint's
+        size prior when it has one.
+        """
         results: list[CellPrediction] = []
+        diameters = np.full(len(crops), np.nan) if diameters_um is None else np.asarray(diameters_um, float)
         for start in range(0, len(crops), self.batch_size):
             batch = crops[start : start + self.batch_size]
             class_probabilities, attribute_probabilities, embedding, heads = self._outputs(batch)
+            sizes = diameters[start : start + len(batch)]
+            if self.size_prior is not None:
+                class_probabilities = self.size_prior.apply(class_probabilities, sizes, self.classes)
             scores = None
             if self.scorer is not None:
                 scores = self.scorer.score(select_features(embedding, heads, self.scorer.features))
@@ -232,7 +247,7 @@ class CellReader:
                 results.append(
                     self._prediction(
                         i, class_probabilities, attribute_probabilities, scores, sources[start + i] if sources else "",
-                        blast, embedding[i],
+                        blast, embedding[i], sizes[i],
                     )
                 )
         return results
@@ -268,7 +283,7 @@ class CellReader:
         return None if self.blast is None else self.blast.call_rates
 
     def _prediction(
-        self, i, class_probabilities, attribute_probabilities, scores, source, blast, embedding
+        self, i, class_probabilities, attribute_probabilities, scores, source, blast, embedding, diameter
     ) -> CellPrediction:
         best = int(class_probabilities[i].argmax())
         attributes = {}
@@ -293,17 +308,24 @@ class CellReader:
             blast_probability=blast_probability,
             blast_suspected=blast_probability is not None and bool(self.blast.suspected(blast_probability)),
             embedding=np.array(embedding),
+            diameter_um=float(diameter) if np.isfinite(diameter) else None,
         )
 
     def predict(
-        self, image: Image.Image | str | Path, boxes: Iterable[Sequence[float]] | None = None
+        self,
+        image: Image.Image | str | Path,
+        boxes: Iterable[Sequence[float]] | None = None,
+        *,
+        microns_per_pixel: float | None = None,
     ) -> list[CellPrediction]:
-        """Predictions for the cells of one image: one per box, or one for the whole image (a single-cell crop)."""
+        """Predictions for the cells of one image: one per box, or one for the whole image (a single-cell crop).
+        With ``microns_per_pixel``, each boxed cell's size is known and weighed into its type."""
         source = str(image) if isinstance(image, (str, Path)) else ""
         image = load_image(Path(image)) if isinstance(image, (str, Path)) else image.convert("RGB")
         boxes = list(boxes) if boxes is not None else [None]
         crops = np.stack([self.crop(image, box) for box in boxes])
-        return self.predict_crops(crops, [source] * len(boxes))
+        sizes = [cell_diameter_um(tuple(b), microns_per_pixel) if b is not None else np.nan for b in boxes]
+        return self.predict_crops(crops, [source] * len(boxes), sizes)
 
     def read_cells(
         self,
@@ -320,16 +342,19 @@ class CellReader:
             adapt_min_cells: when the fields (one sample) hold at least this many cells to read, the model's
                 normalisation is first adapted to them (:meth:`adapted`); 0 never adapts.
         """
-        crops, owners = [], []
+        crops, owners, sizes = [], [], []
         for f, (image, detections) in enumerate(fields):
+            microns_per_pixel = detections.scale.microns_per_pixel if detections.scale is not None else None
             for i in range(len(detections)):
                 if read is None or detections.class_name(i) in read:
-                    crops.append(self.crop(image, tuple(detections.boxes[i])))
+                    box = tuple(float(v) for v in detections.boxes[i])
+                    crops.append(self.crop(image, box))
                     owners.append((f, i))
+                    sizes.append(cell_diameter_um(box, microns_per_pixel))
         reader = self
         if crops and adapt_min_cells and len(crops) >= adapt_min_cells:
             reader = self.adapted(np.stack(crops))
-        predictions = dict(zip(owners, reader.predict_crops(np.stack(crops)))) if crops else {}
+        predictions = dict(zip(owners, reader.predict_crops(np.stack(crops), diameters_um=sizes))) if crops else {}
         return [
             [PredictedCell.detected(detections, i, predictions.get((f, i))) for i in range(len(detections))]
             for f, (_, detections) in enumerate(fields)

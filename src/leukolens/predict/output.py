@@ -53,7 +53,14 @@ def prediction_json(prediction: CellPrediction) -> dict:
         "verdict": prediction.verdict,
         "blast_probability": None if prediction.blast_probability is None else round(prediction.blast_probability, 4),
         "blast_suspected": prediction.blast_suspected,
+        **_diameter_json(prediction),
     }
+
+
+def _diameter_json(prediction: CellPrediction) -> dict:
+    """``diameter_um`` only where the cell's size is known (its field's scale was found): files stay as they were
+    for cells without one."""
+    return {} if prediction.diameter_um is None else {"diameter_um": round(prediction.diameter_um, 2)}
 
 
 def _attributes_json(prediction: CellPrediction) -> dict:
@@ -88,6 +95,7 @@ def cell_json(cell: PredictedCell) -> dict:
                 "verdict": p.verdict,
                 "blast_probability": None if p.blast_probability is None else round(p.blast_probability, 4),
                 "blast_suspected": p.blast_suspected,
+                **_diameter_json(p),
             }
         )
     return entry
@@ -156,6 +164,7 @@ def cell_from_json(entry: dict) -> PredictedCell:
             atypical=entry.get("verdict") == ATYPICAL_VERDICT,
             blast_probability=entry.get("blast_probability"),
             blast_suspected=bool(entry.get("blast_suspected", False)),
+            diameter_um=entry.get("diameter_um"),
         )
     return PredictedCell(
         box=Box(tuple(entry["box_xyxy"]), BoxFormat.XYXY, normalized=False),
@@ -274,13 +283,14 @@ _ANALYSIS = _object(
         "cell_model_sha256": {"type": ["string", "null"]},
         "match_stain": {"type": "boolean"},
         "views": _INTEGER,
+        "size": {"type": "boolean"},
         "adapt": {"type": "boolean"},
         "blast_examples": _array(_STRING),
         "scale": _STRING,
         "microns_per_pixel": {"type": ["number", "null"]},
     },
-    # Files written before cells were read in several views have no "views" (they read one): still valid, and
-    # `analyze --resume` reads them again, as their analysis differs.
+    # Files written before cells were read in several views have no "views" (they read one), nor "size" before the
+    # size prior: still valid, and `analyze --resume` reads them again, as their analysis differs.
     required=["cell_model", "cell_model_sha256", "match_stain", "adapt", "blast_examples", "scale",
               "microns_per_pixel"],
 )
@@ -311,6 +321,7 @@ _CELL_READING = {
     "verdict": _VERDICT,
     "blast_probability": _ATYPICALITY,
     "blast_suspected": {"type": "boolean"},
+    "diameter_um": _NUMBER,  # only where the field's scale was found
 }
 _FIELD_CELL = _object(
     {"id": _INTEGER, "box_xyxy": _BOX, "detector_class": _STRING, "detector_score": _NUMBER, **_CELL_READING},
@@ -327,7 +338,10 @@ _PREDICTION = _object(
         "verdict": _VERDICT,
         "blast_probability": _ATYPICALITY,
         "blast_suspected": {"type": "boolean"},
-    }
+        "diameter_um": _NUMBER,  # only where the cell's scale was known
+    },
+    required=("source", "label", "probability", "probabilities", "attributes", "atypicality", "verdict",
+              "blast_probability", "blast_suspected"),
 )
 _DESCRIPTION = _object(
     {

@@ -96,6 +96,9 @@ class CellPrediction:
     blast_suspected: bool = False
     # The cell model's pooled embedding ``[features]`` (what "cells like this one" compares); not written to JSON.
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # The cell's diameter (its box's longer side) in µm when its field's scale is known, else None; when known and
+    # the checkpoint holds a size prior, it was weighed into the type (models/size.py).
+    diameter_um: float | None = None
 
     @property
     def is_blast(self) -> bool:

@@ -17,7 +17,7 @@ from leukolens.errors import atomic_write_text
 CSV_NAME = "cells.csv"
 COLUMNS = (
     "field", "image", "cell", "x1", "y1", "x2", "y2", "detector_class", "detector_score", "type", "type_probability",
-    "blast_probability", "blast_suspected", "atypicality", "verdict",
+    "blast_probability", "blast_suspected", "atypicality", "verdict", "diameter_um",
 )
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """A text cell starting with one of these is read as a formula by spreadsheets: such text is quoted with ``'``."""
