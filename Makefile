@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-all bench env weights weights-blast weights-detector weights-clip weights-gan gan-protocol clean
+.PHONY: demo test test-all bench env weights weights-blast weights-size weights-detector weights-clip weights-gan gan-protocol clean
 
 env: $(STAMP)
 
@@ -44,6 +44,7 @@ weights: $(STAMP)
 	mkdir -p src/leukolens/weights
 	cp out/cells-multi/best.pt src/leukolens/weights/cellnet-pbc.pt
 	$(MAKE) weights-blast
+	$(MAKE) weights-size
 
 # The shipped cell model's blast score (docs/blasts.md), fitted into cellnet-pbc.pt; the network is not trained (about
 # a minute on 2 cores). Examples: the Munich monoblasts (MOB) and the bone-marrow blasts (BLA), never the Munich
@@ -54,6 +55,13 @@ weights-blast: $(STAMP)
 	$(BIN)/leukolens train blast --checkpoint src/leukolens/weights/cellnet-pbc.pt --data ../shared/data/pbc \
 		--examples ../shared/data/munich_aml_sample/MOB $(MARROW)/BLA \
 		--normal-examples $(addprefix $(MARROW)/,LYT NGB NGS EOS MON EBO PMO MMZ MYB PLM)
+
+# The shipped cell model's size prior (docs/domains.md): each type's diameter in µm on the three microscopes it trained
+# on, each training image's scale found by the shipped detector from its red cells, as analyze finds a field's; the
+# network is not trained (about ten minutes on 2 cores, nearly all of it finding red cells). `make weights` runs it.
+weights-size: $(STAMP)
+	$(BIN)/leukolens train size --checkpoint src/leukolens/weights/cellnet-pbc.pt \
+		--data ../shared/data/pbc ../shared/data/bccd ../shared/data/chula
 
 # The shipped field detector: CenterNet on EfficientNet-Lite0, trained on BCCD train plus TXL-PBC train (its
 # re-annotated BCCD images left out; red cells learnt from BCCD's labels only) and the Chula slides (white cells
