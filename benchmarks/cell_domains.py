@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from leukolens.data.augment import AUGMENT_PRESETS, VIEWS
-from leukolens.data.cells import CellSample
+from leukolens.data.cells import CellSample, load_crops
 from leukolens.data.domains import WBC_CLASSES, typed_cells
 from leukolens.eval.domains import evaluate_cells
 from leukolens.models.checkpoint import load_checkpoint
@@ -152,6 +152,85 @@ def views_run(setting: str, held_out: str) -> dict | None:
         }
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     return results["views"]
+
+
+SIZE_FIT_CELLS = 60
+"""Training cells per class and training domain whose sizes fit a leave-one-domain-out model's size prior (train
+splits, seed 0; as ``leukolens train size`` by default): the prior is fitted on the domains the model trained on,
+never on the one it is tested on. The prior's form and its fixed scale uncertainty were set before any test domain
+was scored with it (:mod:`leukolens.models.size`)."""
+SCALES = RESULTS / "scales.json"
+"""Each image's µm per pixel as the shipped detector estimates it from its own red cells (None: not found), cached:
+the estimates take minutes and do not change between runs."""
+
+
+def image_scales(samples: list[CellSample]) -> dict[str, float | None]:
+    """µm per pixel of each sample's image, per image (as one field read alone), from the shipped detector."""
+    from leukolens.predict.fields import Detector
+    from leukolens.predict.scale import RED_CELLS
+
+    cache = json.loads(SCALES.read_text()) if SCALES.is_file() else {}
+    key = {s.image: str(Path(s.image).resolve().relative_to(SHARED.resolve())) for s in samples}
+    missing = sorted({k for k in key.values() if k not in cache})
+    if missing:
+        detector = Detector.from_checkpoint()
+        for name in missing:
+            with Image.open(SHARED / name) as image:
+                scale = detector.estimate_scale(image.convert("RGB"))
+            cache[name] = scale.microns_per_pixel if scale.method == RED_CELLS else None
+        SCALES.parent.mkdir(parents=True, exist_ok=True)
+        SCALES.write_text(json.dumps(dict(sorted(cache.items())), indent=0) + "\n")
+    return {image: cache[name] for image, name in key.items()}
+
+
+def cell_sizes(samples: list[CellSample]) -> np.ndarray:
+    from leukolens.models.size import cell_diameter_um
+
+    scales = image_scales(samples)
+    return np.array([cell_diameter_um(s.box, scales[s.image]) for s in samples])
+
+
+def size_run(setting: str, held_out: str) -> dict | None:
+    """Accuracy on the never-seen domain with and without the size prior (:mod:`leukolens.models.size`), fitted on
+    the training domains' cells, each image's scale estimated from its red cells; kept under ``size``."""
+    from leukolens.eval.cells import run_checkpoint
+    from leukolens.models.size import fit_size_prior
+
+    out = Path(run_config(setting, held_out).out)
+    results_path = RESULTS / f"{out.name}.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    if "size" in results or not (out / "best.pt").is_file():
+        return results.get("size")
+    checkpoint = load_checkpoint(out / "best.pt")
+    classes = checkpoint.config.classes
+    rng = np.random.default_rng(0)
+    fit, fit_truth = [], []
+    for domain in DOMAINS:
+        if domain == held_out:
+            continue
+        pool, truth, _ = test_cells(domain, "pool")
+        for name in NORMAL:
+            mine = [i for i, t in enumerate(truth) if t == name]
+            for i in rng.permutation(mine)[:SIZE_FIT_CELLS]:
+                fit.append(pool[i])
+                fit_truth.append(name)
+    prior = fit_size_prior(cell_sizes(fit), fit_truth, classes)
+    samples, truth, _ = test_cells(held_out)
+    sizes = cell_sizes(samples)
+    crops = load_crops(samples, size=checkpoint.crop.input_size, context=checkpoint.crop.context,
+                       stain=checkpoint.preprocess.stain_normalizer())
+    image = run_checkpoint(checkpoint.build(), checkpoint, crops, margin=1.0, views=VIEWS).class_probabilities
+    truth_array = np.array(truth)
+    scores = {}
+    for name, probabilities in (("image", image), ("image+size", prior.apply(image, sizes, classes))):
+        guesses = np.array(classes)[probabilities.argmax(1)]
+        recall = {c: float((guesses[truth_array == c] == c).mean()) for c in NORMAL if (truth_array == c).any()}
+        scores[name] = {"accuracy": float((guesses == truth_array).mean()),
+                        "balanced_accuracy": float(np.mean(list(recall.values()))), "per_class_recall": recall}
+    results["size"] = {"views": VIEWS, "sized": float(np.isfinite(sizes).mean()), "prior": prior.as_dict(),
+                       **scores}
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    return results["size"]
 
 
 def evaluate_run(setting: str, held_out: str) -> dict:
@@ -325,6 +404,33 @@ def section(settings=tuple(SETTINGS)) -> str:
             lines.append(f"| {setting} | {held_out} | " + " | ".join(cells) + " |")
         gains = [v[k[1]][str(VIEWS)]["accuracy"] - v[k[1]]["1"]["accuracy"] for k, v in viewed.items()]
         lines.append(f"\n{VIEWS} views against 1 on the never-seen domain: {100 * min(gains):+.1f} to "
+                     f"{100 * max(gains):+.1f} points over {len(gains)} models (mean {100 * np.mean(gains):+.1f}).")
+    sized = {k: v for k in done if k in scored and (v := size_run(*k))}
+    if sized:
+        lines += [
+            "",
+            "Size (`models/size.py`, `leukolens train size`): each cell's diameter in µm (its box's longer side times "
+            "its image's scale, which the shipped detector estimates from the image's own red cells, as `analyze` "
+            "does) weighed into its type by Bayes' rule with per-class log-normal sizes fitted on "
+            f"{SIZE_FIT_CELLS} training cells per class of each training domain (never the test domain); "
+            f"{VIEWS} views. Accuracy (balanced accuracy) from the image alone and with size; per-class recall with "
+            "size:",
+            "",
+            "| model (setting) | never-seen domain | cells with a scale | image | image + size | per-class recall, "
+            "image + size (image) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for (setting, held_out), v in sized.items():
+            image, both = v["image"], v["image+size"]
+            recall = ", ".join(f"{c} {_pct(x)} ({_pct(image['per_class_recall'][c])})"
+                               for c, x in both["per_class_recall"].items())
+            lines.append(
+                f"| {setting} | {held_out} | {_pct(v['sized'])} | {_pct(image['accuracy'])} "
+                f"({_pct(image['balanced_accuracy'])}) | {_pct(both['accuracy'])} ({_pct(both['balanced_accuracy'])}) "
+                f"| {recall} |"
+            )
+        gains = [v["image+size"]["accuracy"] - v["image"]["accuracy"] for v in sized.values()]
+        lines.append(f"\nWith size against without, on the never-seen domain: {100 * min(gains):+.1f} to "
                      f"{100 * max(gains):+.1f} points over {len(gains)} models (mean {100 * np.mean(gains):+.1f}).")
     lines += [
         "",
