@@ -167,7 +167,6 @@ the estimates take minutes and do not change between runs."""
 def image_scales(samples: list[CellSample]) -> dict[str, float | None]:
     """µm per pixel of each sample's image, per image (as one field read alone), from the shipped detector."""
     from leukolens.predict.fields import Detector
-    from leukolens.predict.scale import RED_CELLS
 
     cache = json.loads(SCALES.read_text()) if SCALES.is_file() else {}
     key = {s.image: str(Path(s.image).resolve().relative_to(SHARED.resolve())) for s in samples}
@@ -176,8 +175,7 @@ def image_scales(samples: list[CellSample]) -> dict[str, float | None]:
         detector = Detector.from_checkpoint()
         for name in missing:
             with Image.open(SHARED / name) as image:
-                scale = detector.estimate_scale(image.convert("RGB"))
-            cache[name] = scale.microns_per_pixel if scale.method == RED_CELLS else None
+                cache[name] = detector.red_cell_scale(image.convert("RGB"))
         SCALES.parent.mkdir(parents=True, exist_ok=True)
         SCALES.write_text(json.dumps(dict(sorted(cache.items())), indent=0) + "\n")
     return {image: cache[name] for image, name in key.items()}

@@ -115,6 +115,7 @@ def cmd_train_blast(args: argparse.Namespace) -> int:
 
 def cmd_train_size(args: argparse.Namespace) -> int:
     from leukolens.models.weights import resolve
+    from leukolens.predict.fields import Detector
     from leukolens.train.size import TrainSizeConfig, fit_size
 
     checkpoint = resolve("cells", args.checkpoint)
@@ -126,7 +127,7 @@ def cmd_train_size(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
     )
-    report = fit_size(config)
+    report = fit_size(config, Detector.from_checkpoint(config.detector).red_cell_scale)
     print(report.summary())
     print(f"cell model with its size prior: {report.path}")
     return 0

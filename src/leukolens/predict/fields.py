@@ -41,6 +41,7 @@ from leukolens.predict.results import FieldDetections
 from leukolens.predict.scale import (
     FALLBACK,
     LETTERBOX,
+    RED_CELLS,
     FieldScale,
     ScaleConfig,
     estimate_sample_scale,
@@ -222,6 +223,11 @@ class Detector:
     def estimate_scale(self, image: Image.Image, *, microns_per_pixel: float | None = None) -> FieldScale:
         """One field's scale from its own red cells (or ``microns_per_pixel`` when given)."""
         return self._estimate(self.normalise(image), microns_per_pixel=microns_per_pixel)
+
+    def red_cell_scale(self, image: Image.Image) -> float | None:
+        """µm per pixel of one image from its own red cells; None when too few were found (no fallback)."""
+        scale = self.estimate_scale(image)
+        return scale.microns_per_pixel if scale.method == RED_CELLS else None
 
     def _estimate(self, array: np.ndarray, *, microns_per_pixel: float | None = None) -> FieldScale:
         return self._sample_scale([array], microns_per_pixel)

@@ -2,13 +2,16 @@
 microscopes.
 
 The network is not trained here. Each training cell's diameter is its box's longer side times its image's scale,
-which the detector estimates from the image's own red cells exactly as ``analyze`` does for a field
-(:mod:`leukolens.predict.scale`); images whose red cells cannot be found are skipped. The per-class log-normal fit
+which the caller gives: the CLI passes the detector's estimate from the image's own red cells, exactly as
+``analyze`` finds a field's (:meth:`leukolens.predict.fields.Detector.red_cell_scale`); images whose red cells
+cannot be found are skipped. The per-class log-normal fit
 (:func:`leukolens.models.size.fit_size_prior`) is stored in the checkpoint, and ``analyze`` weighs it into every
 cell whose field's scale it found::
 
     >>> from leukolens.train.size import TrainSizeConfig, fit_size
-    >>> report = fit_size(TrainSizeConfig(checkpoint="cellnet.pt", data=("pbc/", "bccd/", "chula/")))
+    >>> detector = Detector.from_checkpoint()
+    >>> report = fit_size(TrainSizeConfig(checkpoint="cellnet.pt", data=("pbc/", "bccd/", "chula/")),
+    ...                   scale_of=detector.red_cell_scale)
 
 About 840 cells from three microscopes: about ten minutes on two CPU cores, nearly all of it the detector finding red
 cells.
@@ -56,11 +59,14 @@ class SizeFitReport:
         return text + (f"; too few cells, pooled: {', '.join(pooled)}" if pooled else "")
 
 
-def fit_size(config: TrainSizeConfig, *, log: Callable[[str], None] = print) -> SizeFitReport:
-    """Measure training cells' sizes, fit the prior and write it into the checkpoint."""
+ScaleOf = Callable[[Image.Image], float | None]
+"""µm per pixel of an image (None: not found), e.g. :meth:`leukolens.predict.fields.Detector.red_cell_scale`."""
+
+
+def fit_size(config: TrainSizeConfig, scale_of: ScaleOf, *, log: Callable[[str], None] = print) -> SizeFitReport:
+    """Measure training cells' sizes (each image's scale from ``scale_of``), fit the prior and write it into the
+    checkpoint."""
     from leukolens.data.domains import WBC_CLASSES, typed_cells
-    from leukolens.predict.fields import Detector
-    from leukolens.predict.scale import OVERRIDE, RED_CELLS
 
     checkpoint = load_checkpoint(config.checkpoint, kind="cells")
     classes = checkpoint.config.classes
@@ -73,15 +79,13 @@ def fit_size(config: TrainSizeConfig, *, log: Callable[[str], None] = print) -> 
         for name in classes:
             mine = [c for c in cells if WBC_CLASSES[c.sample.label] == name]
             chosen += [mine[i] for i in rng.permutation(len(mine))[: config.cells_per_class]]
-    detector = Detector.from_checkpoint(config.detector)
     scales: dict[Path, float | None] = {}
     diameters, names = [], []
     for k, cell in enumerate(chosen):
         image = cell.sample.image
         if image not in scales:
             with Image.open(image) as opened:
-                found = detector.estimate_scale(opened.convert("RGB"))
-            scales[image] = found.microns_per_pixel if found.method in (RED_CELLS, OVERRIDE) else None
+                scales[image] = scale_of(opened.convert("RGB"))
         diameters.append(cell_diameter_um(cell.sample.box, scales[image]))
         names.append(WBC_CLASSES[cell.sample.label])
         if (k + 1) % 200 == 0:
