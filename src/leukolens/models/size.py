@@ -4,8 +4,8 @@ The cell model cuts each cell relative to its own box, so that a cell fills the 
 magnification; that also hides how large the cell is. A hematologist does not forget it: a lymphocyte is about the
 size of one to one and a half red cells (7-12 µm), a monocyte two (15-20 µm). Sizes in micrometres mean the same on
 every microscope once the field's scale is known, and ``analyze`` estimates that scale from the field's own red
-cells (:mod:`leukolens.predict.scale`). Measured on three microscopes with the shipped detector's scale estimate,
-the median box side was 10.4-11.6 µm for lymphocytes and 15.8-17.3 µm for monocytes.
+cells (:mod:`leukolens.predict.scale`). Fitted on any two of three microscopes, the median lymphocyte measured
+10.8-12.3 µm and the median monocyte 16.6-17.2 µm (docs/domains.md).
 
 The prior is a normal distribution of the logarithm of the cell's diameter (its box's longer side) per class,
 fitted on training cells of several microscopes. A cell whose diameter is known gets Bayes' rule:
