@@ -133,25 +133,35 @@ predictions averaged several views; :func:`views_run` measures what the views ad
 VIEW_COUNTS = (1, 4, 8)
 
 
-def views_run(setting: str, held_out: str) -> dict | None:
-    """Accuracy on the never-seen domain and on Munich with 1, 4 and 8 views per cell (:data:`VIEW_COUNTS`), kept
-    in the run's results under ``views``; None for a run that is not trained here."""
+def kept_result(setting: str, held_out: str, key: str, measure) -> dict | None:
+    """``key`` of a run's kept results, measured by ``measure(checkpoint)`` and kept when missing; None for a run
+    that is neither kept nor trained here."""
     out = Path(run_config(setting, held_out).out)
     results_path = RESULTS / f"{out.name}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    if "views" in results or not (out / "best.pt").is_file():
-        return results.get("views")
-    checkpoint = load_checkpoint(out / "best.pt")
-    results["views"] = {}
-    for domain in (held_out, "Munich"):
-        samples, truth, _ = test_cells(domain)
-        results["views"][domain] = {
-            str(n): {k: v for k, v in evaluate_cells(checkpoint, samples, truth, views=n).items()
-                     if k in ("accuracy", "balanced_accuracy")}
-            for n in VIEW_COUNTS
-        }
+    if key in results or not (out / "best.pt").is_file():
+        return results.get(key)
+    results[key] = measure(load_checkpoint(out / "best.pt"))
     results_path.write_text(json.dumps(results, indent=2) + "\n")
-    return results["views"]
+    return results[key]
+
+
+def views_run(setting: str, held_out: str) -> dict | None:
+    """Accuracy on the never-seen domain and on Munich with 1, 4 and 8 views per cell (:data:`VIEW_COUNTS`), kept
+    in the run's results under ``views``; None for a run that is not trained here."""
+
+    def measure(checkpoint) -> dict:
+        scores = {}
+        for domain in (held_out, "Munich"):
+            samples, truth, _ = test_cells(domain)
+            scores[domain] = {
+                str(n): {k: v for k, v in evaluate_cells(checkpoint, samples, truth, views=n).items()
+                         if k in ("accuracy", "balanced_accuracy")}
+                for n in VIEW_COUNTS
+            }
+        return scores
+
+    return kept_result(setting, held_out, "views", measure)
 
 
 SIZE_FIT_CELLS = 60
@@ -194,41 +204,35 @@ def size_run(setting: str, held_out: str) -> dict | None:
     from leukolens.eval.cells import run_checkpoint
     from leukolens.models.size import fit_size_prior
 
-    out = Path(run_config(setting, held_out).out)
-    results_path = RESULTS / f"{out.name}.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    if "size" in results or not (out / "best.pt").is_file():
-        return results.get("size")
-    checkpoint = load_checkpoint(out / "best.pt")
-    classes = checkpoint.config.classes
-    rng = np.random.default_rng(0)
-    fit, fit_truth = [], []
-    for domain in DOMAINS:
-        if domain == held_out:
-            continue
-        pool, truth, _ = test_cells(domain, "pool")
-        for name in NORMAL:
-            mine = [i for i, t in enumerate(truth) if t == name]
-            for i in rng.permutation(mine)[:SIZE_FIT_CELLS]:
-                fit.append(pool[i])
-                fit_truth.append(name)
-    prior = fit_size_prior(cell_sizes(fit), fit_truth, classes)
-    samples, truth, _ = test_cells(held_out)
-    sizes = cell_sizes(samples)
-    crops = load_crops(samples, size=checkpoint.crop.input_size, context=checkpoint.crop.context,
-                       stain=checkpoint.preprocess.stain_normalizer())
-    image = run_checkpoint(checkpoint.build(), checkpoint, crops, margin=1.0, views=VIEWS).class_probabilities
-    truth_array = np.array(truth)
-    scores = {}
-    for name, probabilities in (("image", image), ("image+size", prior.apply(image, sizes, classes))):
-        guesses = np.array(classes)[probabilities.argmax(1)]
-        recall = {c: float((guesses[truth_array == c] == c).mean()) for c in NORMAL if (truth_array == c).any()}
-        scores[name] = {"accuracy": float((guesses == truth_array).mean()),
-                        "balanced_accuracy": float(np.mean(list(recall.values()))), "per_class_recall": recall}
-    results["size"] = {"views": VIEWS, "sized": float(np.isfinite(sizes).mean()), "prior": prior.as_dict(),
-                       **scores}
-    results_path.write_text(json.dumps(results, indent=2) + "\n")
-    return results["size"]
+    def measure(checkpoint) -> dict:
+        classes = checkpoint.config.classes
+        rng = np.random.default_rng(0)
+        fit, fit_truth = [], []
+        for domain in DOMAINS:
+            if domain == held_out:
+                continue
+            pool, truth, _ = test_cells(domain, "pool")
+            for name in NORMAL:
+                mine = [i for i, t in enumerate(truth) if t == name]
+                for i in rng.permutation(mine)[:SIZE_FIT_CELLS]:
+                    fit.append(pool[i])
+                    fit_truth.append(name)
+        prior = fit_size_prior(cell_sizes(fit), fit_truth, classes)
+        samples, truth, _ = test_cells(held_out)
+        sizes = cell_sizes(samples)
+        crops = load_crops(samples, size=checkpoint.crop.input_size, context=checkpoint.crop.context,
+                           stain=checkpoint.preprocess.stain_normalizer())
+        image = run_checkpoint(checkpoint.build(), checkpoint, crops, margin=1.0, views=VIEWS).class_probabilities
+        truth_array = np.array(truth)
+        scores = {}
+        for name, probabilities in (("image", image), ("image+size", prior.apply(image, sizes, classes))):
+            guesses = np.array(classes)[probabilities.argmax(1)]
+            recall = {c: float((guesses[truth_array == c] == c).mean()) for c in NORMAL if (truth_array == c).any()}
+            scores[name] = {"accuracy": float((guesses == truth_array).mean()),
+                            "balanced_accuracy": float(np.mean(list(recall.values()))), "per_class_recall": recall}
+        return {"views": VIEWS, "sized": float(np.isfinite(sizes).mean()), "prior": prior.as_dict(), **scores}
+
+    return kept_result(setting, held_out, "size", measure)
 
 
 def evaluate_run(setting: str, held_out: str) -> dict:
