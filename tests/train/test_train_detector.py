@@ -122,3 +122,19 @@ def test_the_command_line_reaches_the_config(monkeypatch):
     assert (config.pseudo.threshold, config.pseudo.weight, config.pseudo.momentum) == (0.6, 0.25, 0.99)
     assert config.augment.blur == FIELD_AUGMENT_PRESETS["robust"].blur and config.augment.window == 256
     assert config.stain_norm == "reinhard"
+
+
+def test_an_extra_data_set_teaches_only_the_classes_it_boxes(tmp_path):
+    """A WBC-only export (synthetic fields) must not teach that its unboxed red cells and platelets are absent."""
+    from leukolens.records import Vocabulary
+    from leukolens.train.detector import _extra_dataset
+
+    full = _dataset(tmp_path / "full")
+    src = [f for f in (tmp_path / "full" / "src").iterdir()]
+    fields = [Field(p, 96, 96, [Cell(Box((10, 10, 30, 30)), "WBC")], split="train") for p in sorted(src)]
+    write_dataset(Dataset(fields, Vocabulary("wbc", ("WBC",))), tmp_path / "wbc", format="yolo", images="copy")
+
+    assert _extra_dataset(str(full), BLOOD_CELLS, ("WBC", "Platelets"))[1] == ("WBC", "Platelets")
+    assert _extra_dataset(str(full), BLOOD_CELLS, ())[1] == ()  # every class
+    assert _extra_dataset(str(tmp_path / "wbc"), BLOOD_CELLS, ("WBC", "Platelets"))[1] == ("WBC",)
+    assert _extra_dataset(str(tmp_path / "wbc"), BLOOD_CELLS, ())[1] == ("WBC",)

@@ -235,9 +235,11 @@ def training_fields(config: TrainDetectorConfig, log: Callable[[str], None]):
 def _extra_dataset(path: str, classes, extra_classes: tuple[str, ...]):
     """An extra data set and the detector classes it teaches.
 
-    A data set that types its white cells (Chula: Neutrophil, Lymphocyte, ...) and boxes nothing else teaches
-    ``WBC`` only: its cells become WBC boxes, and its unboxed red cells and platelets train nothing. A data set with
-    slides but one split is split by slide (:mod:`leukolens.data.domains`), never by field.
+    A data set teaches only classes it has: one that boxes white cells alone (a WBC-only export of synthetic
+    fields) teaches WBC, whatever ``extra_classes`` asks, since its unboxed red cells and platelets are no
+    evidence of their absence. A data set that types its white cells (Chula: Neutrophil, Lymphocyte, ...) and boxes
+    nothing else teaches ``WBC`` only: its cells become WBC boxes. A data set with slides but one split is split by
+    slide (:mod:`leukolens.data.domains`), never by field.
     """
     import dataclasses
 
@@ -245,7 +247,9 @@ def _extra_dataset(path: str, classes, extra_classes: tuple[str, ...]):
 
     dataset = read_dataset(path, log=ProblemLog())
     if set(classes.names) & set(dataset.classes.names):
-        return dataset, tuple(extra_classes)
+        asked = tuple(extra_classes) or classes.names
+        taught = tuple(c for c in asked if c in dataset.classes.names)
+        return dataset, (() if taught == classes.names else taught)
     if "WBC" not in classes.names or not all(canonical_class(c) for c in dataset.classes.names):
         raise LeukolensError(f"{path}: shares no class with the detector ({', '.join(classes.names)})")
     by_slide = {}
