@@ -109,6 +109,8 @@ def synthetic_cells() -> Path:
     write_dataset(Dataset(fields, LLD_CLASSES, LLD_SCHEMA, name="leukolens-synth-cells"), data, format="coco",
                   images="none")
     return data
+
+
 UNLABELLED = SHARED / "txl_pbc"
 UNLABELLED_SOURCES = ("Raabin-WBC", "BCDD")
 """Self-training's unlabelled white cells: TXL-PBC's fields of two microscopes none of the typed domains comes from.
