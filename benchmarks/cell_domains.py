@@ -117,14 +117,15 @@ UNLABELLED_SOURCES = ("Raabin-WBC", "BCDD")
 BCDD is left out when BCCD is the never-seen domain: its fields may come from BCCD's microscope."""
 
 
-def run_config(setting: str, held_out: str, *, epochs: int = EPOCHS) -> TrainCellsConfig:
+def run_config(setting: str, held_out: str, *, epochs: int = EPOCHS, seed: int = 0) -> TrainCellsConfig:
+    """The run's config; ``seed`` other than 0 is a repeat (its own folder, ``-seedN``), to see the spread."""
     train_domains = [DOMAINS[d] for d in DOMAINS if d != held_out]
     options = SETTINGS[setting]
     return TrainCellsConfig(
         data=str(train_domains[0]),
         extra_data=tuple(str(p) for p in train_domains[1:]) + ((str(SYNTHETIC / "data"),) if options.get("synthetic")
                                                                else ()),
-        out=str(RUNS / f"{setting}-without-{held_out}"),
+        out=str(RUNS / (f"{setting}-without-{held_out}" + (f"-seed{seed}" if seed else ""))),
         augment=AUGMENT_PRESETS[options["augment"]],
         freeze_norm=options["freeze_norm"],
         input_norm=options.get("input_norm", "dataset"),
@@ -134,11 +135,12 @@ def run_config(setting: str, held_out: str, *, epochs: int = EPOCHS) -> TrainCel
         unlabelled_sources=tuple(s for s in UNLABELLED_SOURCES if not (held_out == "BCCD" and s == "BCDD")),
         epochs=epochs,
         patience=epochs,
+        seed=seed,
     )
 
 
-def train_run(setting: str, held_out: str) -> Path:
-    config = run_config(setting, held_out)
+def train_run(setting: str, held_out: str, *, seed: int = 0) -> Path:
+    config = run_config(setting, held_out, seed=seed)
     best = Path(config.out) / "best.pt"
     if not (Path(config.out) / "done").is_file():
         if SETTINGS[setting].get("synthetic"):
@@ -183,10 +185,10 @@ predictions averaged several views; :func:`views_run` measures what the views ad
 VIEW_COUNTS = (1, 4, 8)
 
 
-def kept_result(setting: str, held_out: str, key: str, measure) -> dict | None:
+def kept_result(setting: str, held_out: str, key: str, measure, *, seed: int = 0) -> dict | None:
     """``key`` of a run's kept results, measured by ``measure(checkpoint)`` and kept when missing; None for a run
     that is neither kept nor trained here."""
-    out = Path(run_config(setting, held_out).out)
+    out = Path(run_config(setting, held_out, seed=seed).out)
     results_path = RESULTS / f"{out.name}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if key in results or not (out / "best.pt").is_file():
@@ -196,7 +198,7 @@ def kept_result(setting: str, held_out: str, key: str, measure) -> dict | None:
     return results[key]
 
 
-def views_run(setting: str, held_out: str) -> dict | None:
+def views_run(setting: str, held_out: str, *, seed: int = 0) -> dict | None:
     """Accuracy on the never-seen domain and on Munich with 1, 4 and 8 views per cell (:data:`VIEW_COUNTS`), kept
     in the run's results under ``views``; None for a run that is not trained here."""
 
@@ -211,7 +213,7 @@ def views_run(setting: str, held_out: str) -> dict | None:
             }
         return scores
 
-    return kept_result(setting, held_out, "views", measure)
+    return kept_result(setting, held_out, "views", measure, seed=seed)
 
 
 SIZE_FIT_CELLS = 60
@@ -248,7 +250,7 @@ def cell_sizes(samples: list[CellSample]) -> np.ndarray:
     return np.array([cell_diameter_um(s.box, scales[s.image]) for s in samples])
 
 
-def size_run(setting: str, held_out: str) -> dict | None:
+def size_run(setting: str, held_out: str, *, seed: int = 0) -> dict | None:
     """Accuracy on the never-seen domain with and without the size prior (:mod:`leukolens.models.size`), fitted on
     the training domains' cells, each image's scale estimated from its red cells; kept under ``size``."""
     from leukolens.eval.cells import run_checkpoint
@@ -282,7 +284,7 @@ def size_run(setting: str, held_out: str) -> dict | None:
                             "balanced_accuracy": float(np.mean(list(recall.values()))), "per_class_recall": recall}
         return {"views": VIEWS, "sized": float(np.isfinite(sizes).mean()), "prior": prior.as_dict(), **scores}
 
-    return kept_result(setting, held_out, "size", measure)
+    return kept_result(setting, held_out, "size", measure, seed=seed)
 
 
 def evaluate_run(setting: str, held_out: str) -> dict:
