@@ -81,29 +81,26 @@ SYNTHETIC = RUNS / "synthetic-cells"
 
 def synthetic_cells() -> Path:
     """The ``+synthetic`` setting's cell set, rendered and written (COCO) once."""
-    import io as bytes_io
-
+    from benchmarks.detector_synth import CAPTURES
     from leukolens.io import write_dataset
     from leukolens.records import LLD_CLASSES, LLD_SCHEMA, Dataset, Domain, Field
-    from leukolens.synth.domains import STAINS, DomainSpec
+    from leukolens.synth.domains import STAINS, parse_domains
     from leukolens.synth.slide import render_cell
 
     data = SYNTHETIC / "data"
     if (data / "annotations.json").is_file():
         return data
-    captures = [DomainSpec(m, c, "100x") for m in ("high-cost", "low-cost") for c in ("high-end", "mid-level", "phone")]
+    captures = parse_domains(CAPTURES)  # the six synthetic 100x captures the detector benchmark renders too
     stains = list(STAINS)
     (SYNTHETIC / "images").mkdir(parents=True, exist_ok=True)
     fields = []
     for k, label in enumerate(NORMAL):
         for i in range(SYNTHETIC_PER_CLASS):
             index = k * SYNTHETIC_PER_CLASS + i
-            image, cell = render_cell(label, seed=index, stain=stains[index % 3], domain=captures[index % 6],
-                                      size=320)
+            image, cell = render_cell(label, seed=index, stain=stains[index % len(stains)],
+                                      domain=captures[index % len(captures)], size=320)
             path = SYNTHETIC / "images" / f"{label.lower()}_{i:03d}.jpg"
-            buffer = bytes_io.BytesIO()
-            image.save(buffer, format="JPEG", quality=90)
-            path.write_bytes(buffer.getvalue())
+            image.save(path, format="JPEG", quality=90)
             domain = Domain(source="leukolens-synth-cells", sample_id=f"C{index:04d}")
             fields.append(Field(path, 320, 320, [cell], [], domain, "val" if i % 5 == 4 else "train"))
     write_dataset(Dataset(fields, LLD_CLASSES, LLD_SCHEMA, name="leukolens-synth-cells"), data, format="coco",

@@ -130,8 +130,8 @@ def test_an_extra_data_set_teaches_only_the_classes_it_boxes(tmp_path):
     from leukolens.train.detector import _extra_dataset
 
     full = _dataset(tmp_path / "full")
-    src = [f for f in (tmp_path / "full" / "src").iterdir()]
-    fields = [Field(p, 96, 96, [Cell(Box((10, 10, 30, 30)), "WBC")], split="train") for p in sorted(src)]
+    fields = [Field(p, 96, 96, [Cell(Box((10, 10, 30, 30)), "WBC")], split="train")
+              for p in sorted((tmp_path / "full" / "src").iterdir())]
     write_dataset(Dataset(fields, Vocabulary("wbc", ("WBC",))), tmp_path / "wbc", format="yolo", images="copy")
 
     assert _extra_dataset(str(full), BLOOD_CELLS, ("WBC", "Platelets"))[1] == ("WBC", "Platelets")

@@ -8,6 +8,7 @@ cannot be found are skipped. The per-class log-normal fit
 (:func:`leukolens.models.size.fit_size_prior`) is stored in the checkpoint, and ``analyze`` weighs it into every
 cell whose field's scale it found::
 
+    >>> from leukolens.predict.fields import Detector
     >>> from leukolens.train.size import TrainSizeConfig, fit_size
     >>> detector = Detector.from_checkpoint()
     >>> report = fit_size(TrainSizeConfig(checkpoint="cellnet.pt", data=("pbc/", "bccd/", "chula/")),
